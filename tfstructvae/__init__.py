@@ -1,0 +1,13 @@
+"""tfstructvae: structured graphical-model encoders for semi-supervised VAEs (TF2 / Keras 3 / TFP)."""
+
+import os as _os
+
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tfstructvae.config import Config, ConfigError, get_preset, PRESETS  # noqa: E402
+from tfstructvae.graph import Categorical, LatentGraph, Normal, digit_style_graph  # noqa: E402
+from tfstructvae.model import StructuredVAE  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["Categorical", "Config", "ConfigError", "LatentGraph", "Normal", "PRESETS",
+           "StructuredVAE", "digit_style_graph", "get_preset"]

@@ -1,0 +1,113 @@
+"""Command line: `tfstructvae train | evaluate`. Thin: the logic lives in train.py."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="mnist", help="named configuration (default: mnist)")
+    p.add_argument("--data-dir", help="directory with the dataset's IDX or .npz files "
+                   "(default: $TFSTRUCTVAE_DATA_DIR, known places, then a prepared TFDS copy)")
+    p.add_argument("--output-dir", required=True, help="run directory to create")
+    p.add_argument("--labels-per-class", type=int)
+    p.add_argument("--validation-size", type=int, help="examples held out of training for validation")
+    p.add_argument("--supervision-mode", choices=("rate", "share"))
+    p.add_argument("--supervision-rate", type=float, help="fraction of minibatches that are labelled")
+    p.add_argument("--labelled-share", type=float, help="fraction of each minibatch that is labelled")
+    p.add_argument("--estimator", help="plugin | enumerate")
+    p.add_argument("--alpha", type=float, help="classifier weight per labelled example")
+    p.add_argument("--style-dim", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--steps-per-epoch", type=int)
+    p.add_argument("--seed", type=int, help="sets the label, data and init seeds at once")
+    p.add_argument("--label-seed", type=int)
+    p.add_argument("--data-seed", type=int)
+    p.add_argument("--init-seed", type=int)
+    p.add_argument("--no-xla", action="store_true", help="do not compile the step with XLA")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override any configuration field, e.g. --set objective.entropy_weight=0.5")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --output-dir")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output-dir")
+    p.add_argument("--verbose", default="auto", help="Keras verbosity: auto, 0, 1 (bar), 2 (line/epoch)")
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def config_from_args(args):
+    from tfstructvae.config import ConfigError, get_preset
+    cfg = get_preset(args.preset)
+    seeds = {f"{s}": args.seed for s in ("data.label_seed", "data.data_seed", "train.init_seed")}
+    changes = {
+        **seeds,
+        "data.data_dir": args.data_dir,
+        "data.labels_per_class": args.labels_per_class,
+        "data.validation_size": args.validation_size,
+        "data.supervision_mode": args.supervision_mode,
+        "data.supervision_rate": args.supervision_rate,
+        "data.labelled_share": args.labelled_share,
+        "data.batch_size": args.batch_size,
+        "data.label_seed": args.label_seed if args.label_seed is not None else seeds["data.label_seed"],
+        "data.data_seed": args.data_seed if args.data_seed is not None else seeds["data.data_seed"],
+        "train.init_seed": args.init_seed if args.init_seed is not None else seeds["train.init_seed"],
+        "objective.estimator": args.estimator,
+        "objective.alpha": args.alpha,
+        "model.style_dim": args.style_dim,
+        "train.epochs": args.epochs,
+        "train.learning_rate": args.learning_rate,
+        "train.steps_per_epoch": args.steps_per_epoch,
+        "train.jit_compile": False if args.no_xla else None,
+    }
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects SECTION.FIELD=VALUE, got {item!r}")
+        value = _parse_value(value)
+        changes[key] = tuple(value) if isinstance(value, list) else value
+    return cfg.override(**changes).validate()
+
+
+def _verbosity(v: str):
+    return v if v == "auto" else int(v)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="tfstructvae", description="Semi-supervised VAEs with structured encoders.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train_args(sub.add_parser("train", help="train a model into a run directory"))
+    ev = sub.add_parser("evaluate", help="reload a run and print its test metrics")
+    ev.add_argument("run_dir")
+    ev.add_argument("--data-dir")
+    args = parser.parse_args(argv)
+
+    from tfstructvae.config import ConfigError
+    from tfstructvae.data import DataError
+    from tfstructvae.train import RunDirError, evaluate_run, read_run_config, train_and_evaluate
+    try:
+        if args.command == "train":
+            cfg = config_from_args(args)
+            if args.resume:   # the run's own settings, not the preset's
+                cfg = read_run_config(args.output_dir)
+            metrics = train_and_evaluate(cfg, args.output_dir, overwrite=args.overwrite,
+                                         resume=args.resume, verbose=_verbosity(args.verbose))
+        else:
+            metrics = evaluate_run(args.run_dir, data_dir=args.data_dir)
+    except (ConfigError, DataError, RunDirError) as e:
+        print(f"tfstructvae {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Typed, frozen configuration: one object per concern, and named presets.
+
+A run is fully described by a `Config`; it is written as `config.json` next to
+every run and saved model, and to TensorBoard's text summaries, so a result can
+always be traced back to the settings that produced it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+ESTIMATORS = ("plugin", "enumerate")
+SUPERVISION_MODES = ("rate", "share")
+LIKELIHOODS = ("bernoulli",)
+
+
+class ConfigError(ValueError):
+    """An impossible or unknown configuration value."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    labels_per_class: int = 10
+    validation_size: int = 0
+    # rate: a fraction `supervision_rate` of minibatches are labelled (the paper).
+    # share: every minibatch holds `labelled_share` labelled examples (Kingma).
+    supervision_mode: str = "rate"
+    supervision_rate: float = 0.1
+    labelled_share: float = 0.1
+    batch_size: int = 100
+    label_seed: int = 0   # which examples are labelled
+    data_seed: int = 0    # order of the minibatches
+
+    def validate(self) -> None:
+        if self.labels_per_class < 0:
+            raise ConfigError(f"labels_per_class must be >= 0, got {self.labels_per_class}")
+        if self.validation_size < 0:
+            raise ConfigError(f"validation_size must be >= 0, got {self.validation_size}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.supervision_mode not in SUPERVISION_MODES:
+            raise ConfigError(
+                f"unknown supervision_mode {self.supervision_mode!r}; expected one of {SUPERVISION_MODES}")
+        if not 0.0 <= self.supervision_rate <= 1.0:
+            raise ConfigError(f"supervision_rate must lie in [0, 1], got {self.supervision_rate}")
+        if not 0.0 <= self.labelled_share <= 1.0:
+            raise ConfigError(f"labelled_share must lie in [0, 1], got {self.labelled_share}")
+        labelled_wanted = (self.supervision_rate > 0 if self.supervision_mode == "rate"
+                           else self.labelled_share > 0)
+        if labelled_wanted and self.labels_per_class == 0:
+            raise ConfigError(
+                f"supervision_mode={self.supervision_mode!r} asks for labelled batches but "
+                "labels_per_class is 0; set labels_per_class >= 1 or the rate/share to 0")
+        if self.supervision_mode == "share" and 0 < self.labelled_share < 1:
+            n_lab = round(self.labelled_share * self.batch_size)
+            if n_lab in (0, self.batch_size):
+                raise ConfigError(
+                    f"labelled_share={self.labelled_share} of batch_size={self.batch_size} rounds to "
+                    f"{n_lab} labelled examples; use a larger batch or a share that leaves both parts")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    num_classes: int = 10
+    style_dim: int = 2
+    hidden_units: tuple[int, ...] = (512,)
+    likelihood: str = "bernoulli"
+    batch_norm: bool = False
+    scale_floor: float = 1e-3   # softplus(.) + floor keeps q(z|x,y) scales away from 0
+
+    def validate(self) -> None:
+        if self.num_classes < 2:
+            raise ConfigError(f"num_classes must be >= 2, got {self.num_classes}")
+        if self.style_dim < 1:
+            raise ConfigError(f"style_dim must be >= 1, got {self.style_dim}")
+        if not self.hidden_units or any(u < 1 for u in self.hidden_units):
+            raise ConfigError(f"hidden_units must be positive, got {self.hidden_units}")
+        if self.likelihood not in LIKELIHOODS:
+            raise ConfigError(f"unknown likelihood {self.likelihood!r}; expected one of {LIKELIHOODS}")
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    estimator: str = "plugin"
+    # Weight of log q(y|x) per labelled example, on the same per-example scale as
+    # the ELBO (nats); see objectives.py for the exact form.
+    alpha: float = 50.0
+    # Optional semi-supervised regularisers on q(y|x) for unlabelled examples; 0 = off
+    # (the paper's objective). See objectives.py.
+    entropy_weight: float = 0.0
+    consistency_weight: float = 0.0
+    consistency_epsilon: float = 2.0
+    kl_warmup_steps: int = 0
+
+    def validate(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise ConfigError(f"unknown estimator {self.estimator!r}; expected one of {ESTIMATORS}")
+        for name in ("alpha", "entropy_weight", "consistency_weight", "consistency_epsilon"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.kl_warmup_steps < 0:
+            raise ConfigError(f"kl_warmup_steps must be >= 0, got {self.kl_warmup_steps}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30
+    learning_rate: float = 1e-3
+    lr_decay: str = "none"   # "none" or "cosine" (to 0 over the run)
+    init_seed: int = 0       # initialisation and the model's sampling noise
+    jit_compile: bool = True
+    steps_per_epoch: int | None = None   # default: one pass over the unlabelled pool
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.lr_decay not in ("none", "cosine"):
+            raise ConfigError(f"unknown lr_decay {self.lr_decay!r}; expected 'none' or 'cosine'")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ConfigError(f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
+
+
+@dataclass(frozen=True)
+class Config:
+    preset: str = "custom"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "Config":
+        for part in (self.data, self.model, self.objective, self.train):
+            part.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        model = dict(d.get("model", {}))
+        if "hidden_units" in model:
+            model["hidden_units"] = tuple(model["hidden_units"])
+        return cls(preset=d.get("preset", "custom"),
+                   data=DataConfig(**d.get("data", {})),
+                   model=ModelConfig(**model),
+                   objective=ObjectiveConfig(**d.get("objective", {})),
+                   train=TrainConfig(**d.get("train", {})))
+
+    def override(self, **changes: Any) -> "Config":
+        """Return a copy with `section.field=value` changes, e.g. override(**{"data.batch_size": 50})."""
+        parts = {name: getattr(self, name) for name in ("data", "model", "objective", "train")}
+        top = {}
+        for key, value in changes.items():
+            if value is None:
+                continue
+            section, _, name = key.partition(".")
+            if not name:
+                top[section] = value
+                continue
+            if section not in parts or name not in {f.name for f in dataclasses.fields(parts[section])}:
+                raise ConfigError(f"unknown configuration field {key!r}")
+            parts[section] = dataclasses.replace(parts[section], **{name: value})
+        return dataclasses.replace(self, **top, **parts)
+
+
+def _mnist_paper() -> Config:
+    # The paper: MLP with one hidden layer of 512 per network, plug-in estimator,
+    # Adam 1e-3, minibatches of 100, labelled batches at a supervision rate.
+    return Config(preset="mnist-paper",
+                  data=DataConfig(dataset="mnist", batch_size=100, supervision_rate=0.1),
+                  model=ModelConfig(style_dim=2, hidden_units=(512,)),
+                  objective=ObjectiveConfig(estimator="plugin", alpha=50.0),
+                  train=TrainConfig(epochs=30, learning_rate=1e-3))
+
+
+def _mnist() -> Config:
+    # The default: the paper's networks with the regularisers that make the few
+    # labels count (see README "Presets" for how it was chosen on validation data).
+    base = _mnist_paper()
+    return dataclasses.replace(
+        base, preset="mnist",
+        objective=dataclasses.replace(base.objective, entropy_weight=1.0, consistency_weight=1.0),
+        train=dataclasses.replace(base.train, lr_decay="cosine"))
+
+
+def _fashion_mnist() -> Config:
+    base = _mnist()
+    return dataclasses.replace(base, preset="fashion-mnist",
+                               data=dataclasses.replace(base.data, dataset="fashion_mnist"))
+
+
+PRESETS = {
+    "mnist": _mnist,
+    "mnist-paper": _mnist_paper,
+    "fashion-mnist": _fashion_mnist,
+}
+
+
+def get_preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
+    return PRESETS[name]()

@@ -1,0 +1,174 @@
+"""Readers for the image-dataset formats users already hold.
+
+- IDX (LeCun's MNIST format), gzip-compressed or raw: `train-images-idx3-ubyte[.gz]`, ...
+- Keras-style `.npz` with arrays `x_train, y_train, x_test, y_test`
+- TFDS, when a prepared copy exists (or downloading is allowed)
+
+Every reader returns uint8 images of shape (N, H, W, C) and int64 labels, and
+fails with a `DataError` that names the file and what was expected.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """A data file that is missing, corrupt or inconsistent."""
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """Train and test images (uint8, (N, H, W, C)) with int64 labels in [0, num_classes)."""
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    source: str
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+_IDX_UBYTE = 0x08
+
+
+def read_idx(path: str, expected_ndim: int | None = None) -> np.ndarray:
+    """Read an IDX file of unsigned bytes (`.gz` or raw) into a uint8 array."""
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
+        raise DataError(f"{path}: cannot be read as {'gzip-compressed ' if opener is gzip.open else ''}"
+                        f"IDX ({type(e).__name__}: {e}); the file is truncated or corrupt, "
+                        "download it again") from e
+    if len(data) < 4 or data[0:2] != b"\x00\x00" or data[2] != _IDX_UBYTE:
+        magic = data[:4].hex() if len(data) >= 4 else data.hex()
+        raise DataError(f"{path}: bad IDX magic number 0x{magic or '(empty)'}; expected "
+                        "0x00000801 (labels) or 0x00000803 (images) of unsigned bytes")
+    ndim = data[3]
+    if expected_ndim is not None and ndim != expected_ndim:
+        raise DataError(f"{path}: IDX file has {ndim} dimensions, expected {expected_ndim} "
+                        f"({'images' if expected_ndim == 3 else 'labels'}); wrong file?")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{path}: truncated IDX header")
+    dims = struct.unpack(f">{ndim}I", data[4:header])
+    body = memoryview(data)[header:]
+    if len(body) != math.prod(dims):
+        raise DataError(f"{path}: header says shape {dims} ({math.prod(dims)} bytes) but the file "
+                        f"holds {len(body)} bytes of data; it is truncated or corrupt")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+IDX_NAMES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def find_file(directory: str, base: str) -> str | None:
+    """`base.gz` or `base` (also `base.gz` named with a dot as in some mirrors) in directory."""
+    for name in (base + ".gz", base, base.replace("-idx", ".idx") + ".gz", base.replace("-idx", ".idx")):
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def load_idx_dir(directory: str, name: str, num_classes: int = 10) -> ImageDataset | None:
+    """MNIST-layout IDX files in `directory`; None when the directory holds none of them."""
+    paths = {split: [find_file(directory, b) for b in bases] for split, bases in IDX_NAMES.items()}
+    found = [p for ps in paths.values() for p in ps if p]
+    if not found:
+        return None
+    missing = [b for split, bases in IDX_NAMES.items() for b, p in zip(bases, paths[split]) if not p]
+    if missing:
+        raise DataError(f"{directory}: has some IDX files ({', '.join(map(os.path.basename, found))}) "
+                        f"but not {', '.join(m + '[.gz]' for m in missing)}")
+    arrays = {}
+    for split, (img_path, lab_path) in paths.items():
+        x, y = read_idx(img_path, expected_ndim=3), read_idx(lab_path, expected_ndim=1)
+        if len(x) != len(y):
+            raise DataError(f"{img_path} holds {len(x)} images but {lab_path} holds {len(y)} labels; "
+                            "the counts must agree")
+        arrays[split] = (x[..., None], y.astype(np.int64))
+    return checked(ImageDataset(name, *arrays["train"], *arrays["test"], num_classes, directory))
+
+
+def load_npz(path: str, name: str, num_classes: int = 10) -> ImageDataset:
+    """A Keras-style `.npz` (x_train, y_train, x_test, y_test)."""
+    try:
+        with np.load(path) as f:
+            missing = {"x_train", "y_train", "x_test", "y_test"} - set(f.files)
+            if missing:
+                raise DataError(f"{path}: missing arrays {sorted(missing)}; a Keras-style .npz holds "
+                                "x_train, y_train, x_test, y_test")
+            arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    except (OSError, ValueError, zlib.error) as e:
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"{path}: cannot be read as .npz ({e}); truncated or corrupt") from e
+    x_train, x_test = (_as_nhwc_uint8(arrays[k], path, k) for k in ("x_train", "x_test"))
+    return checked(ImageDataset(name, x_train, arrays["y_train"].reshape(-1).astype(np.int64),
+                                x_test, arrays["y_test"].reshape(-1).astype(np.int64),
+                                num_classes, path))
+
+
+def load_tfds(name: str, data_dir: str | None = None, download: bool = False,
+              num_classes: int = 10) -> ImageDataset:
+    """A TFDS dataset (`mnist`, `fashion_mnist`, ...) as arrays; raises DataError if unavailable."""
+    import tensorflow_datasets as tfds
+    try:
+        (x_train, y_train), (x_test, y_test) = tfds.as_numpy(tfds.load(
+            name, split=["train", "test"], batch_size=-1, as_supervised=True,
+            data_dir=data_dir, download=download))
+    except Exception as e:   # TFDS raises several types for "not prepared" / "no network"
+        raise DataError(f"TFDS dataset {name!r} is not available "
+                        f"({'download failed' if download else 'no prepared copy'}"
+                        f"{' in ' + data_dir if data_dir else ''}): {type(e).__name__}: {e}") from e
+    return checked(ImageDataset(name, _as_nhwc_uint8(x_train, "tfds", "train"), y_train.astype(np.int64),
+                                _as_nhwc_uint8(x_test, "tfds", "test"), y_test.astype(np.int64),
+                                num_classes, f"tfds:{name}"))
+
+
+def _as_nhwc_uint8(x: np.ndarray, where: str, key: str) -> np.ndarray:
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4:
+        raise DataError(f"{where}: {key} has shape {x.shape}; expected (N, H, W) or (N, H, W, C)")
+    if x.dtype == np.uint8:
+        return x
+    if np.issubdtype(x.dtype, np.floating):
+        if x.size and (np.nanmin(x) < 0 or np.nanmax(x) > 1 or np.isnan(x).any()):
+            raise DataError(f"{where}: {key} holds floats outside [0, 1]; expected uint8 pixels "
+                            "or floats in [0, 1]")
+        return np.round(x * 255).astype(np.uint8)
+    raise DataError(f"{where}: {key} has dtype {x.dtype}; expected uint8 or float in [0, 1]")
+
+
+def checked(ds: ImageDataset) -> ImageDataset:
+    """Validate shapes, counts and label range; return the dataset unchanged."""
+    for split, x, y in (("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
+        if len(x) != len(y):
+            raise DataError(f"{ds.source}: {split} has {len(x)} images but {len(y)} labels")
+        if len(x) == 0:
+            raise DataError(f"{ds.source}: {split} split is empty")
+        if y.min() < 0 or y.max() >= ds.num_classes:
+            raise DataError(f"{ds.source}: {split} labels span [{y.min()}, {y.max()}]; "
+                            f"expected integers in [0, {ds.num_classes})")
+    if ds.x_train.shape[1:] != ds.x_test.shape[1:]:
+        raise DataError(f"{ds.source}: train images {ds.x_train.shape[1:]} and test images "
+                        f"{ds.x_test.shape[1:]} differ in shape")
+    return ds

@@ -1,0 +1,75 @@
+"""Where datasets are found: `--data-dir`, `$TFSTRUCTVAE_DATA_DIR`, known places, TFDS."""
+
+from __future__ import annotations
+
+import os
+
+from tfstructvae.data.formats import DataError, ImageDataset, load_idx_dir, load_npz, load_tfds
+
+ENV_VAR = "TFSTRUCTVAE_DATA_DIR"
+
+IMAGE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1)}
+
+# name -> (TFDS name, Keras .npz file names, system directories that may hold IDX files)
+DATASETS = {
+    "mnist": ("mnist", ("mnist.npz",), ()),
+    "fashion_mnist": ("fashion_mnist", ("fashion-mnist.npz", "fashion_mnist.npz"),
+                      ("/usr/share/datasets/fashion-mnist",)),
+}
+
+
+def candidate_dirs(name: str, data_dir: str | None) -> list[str]:
+    """Directories searched, in order. An explicit data_dir is the only one searched."""
+    if data_dir:
+        return [data_dir, os.path.join(data_dir, name)]
+    dirs = []
+    if os.environ.get(ENV_VAR):
+        root = os.environ[ENV_VAR]
+        dirs += [root, os.path.join(root, name), os.path.join(root, name.replace("_", "-"))]
+    dirs += list(DATASETS[name][2])
+    dirs.append(os.path.expanduser("~/.keras/datasets"))
+    return dirs
+
+
+def load_dataset(name: str = "mnist", data_dir: str | None = None, source: str = "auto",
+                 download: bool = False) -> ImageDataset:
+    """Load `name` from IDX or .npz files, or from TFDS.
+
+    source: "auto" (files, then a prepared TFDS copy), "files", or "tfds".
+    download: let TFDS download when no prepared copy exists (needs network).
+    """
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
+    if source not in ("auto", "files", "tfds"):
+        raise DataError(f"unknown data source {source!r}; expected 'auto', 'files' or 'tfds'")
+    tfds_name, npz_names, _ = DATASETS[name]
+    if data_dir and not os.path.isdir(data_dir):
+        raise DataError(f"data directory {data_dir!r} does not exist")
+    looked = []
+    if source in ("auto", "files"):
+        for d in candidate_dirs(name, data_dir):
+            if not os.path.isdir(d):
+                continue
+            looked.append(d)
+            ds = load_idx_dir(d, name)
+            if ds is not None:
+                return ds
+            for npz in npz_names:
+                if os.path.isfile(os.path.join(d, npz)):
+                    return load_npz(os.path.join(d, npz), name)
+    tfds_error = None
+    if source in ("auto", "tfds"):
+        try:
+            return load_tfds(tfds_name, data_dir=data_dir if source == "tfds" else None,
+                             download=download)
+        except DataError as e:
+            tfds_error = e
+            if source == "tfds":
+                raise
+    raise DataError(
+        f"no {name} data found. Looked in: {', '.join(looked) or '(no existing directory)'}"
+        f"{' (of ' + ', '.join(candidate_dirs(name, data_dir)) + ')' if not data_dir else ''}. "
+        "Expected the IDX files train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
+        f"t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz] or {' / '.join(npz_names)}; "
+        f"pass --data-dir or set ${ENV_VAR}."
+        + (f" TFDS: {tfds_error}" if tfds_error else ""))

@@ -1,0 +1,196 @@
+"""train_and_evaluate(config, run_dir): the whole job, importable and testable.
+
+A run directory holds
+
+    config.json          the resolved Config
+    model.weights.h5     final weights (Keras format)
+    backup/              Keras BackupAndRestore state while training (for --resume)
+    logs/                TensorBoard: every objective term, accuracy, hparams
+    history.json         per-epoch metrics
+    metrics.json         test_error (fraction), the test ELBO terms, wall_time_s, ...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfstructvae.config import Config, ConfigError
+from tfstructvae.data import (IMAGE_SHAPES, ImageDataset, evaluation_pipeline, labelled_split, load_dataset,
+                              training_pipeline)
+from tfstructvae.model import StructuredVAE
+
+EVAL_BATCH = 500
+
+
+class RunDirError(ValueError):
+    """An output directory that cannot be used as asked."""
+
+
+def write_json_atomic(path: str, obj) -> None:
+    """Write via a temporary file and rename, so a reader never sees half a file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=float)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def build_model(cfg: Config, image_shape) -> StructuredVAE:
+    return StructuredVAE(image_shape, model_config=cfg.model, objective_config=cfg.objective,
+                         seed=cfg.train.init_seed, name="structured_vae")
+
+
+def compile_model(model: StructuredVAE, cfg: Config, steps_per_epoch: int) -> StructuredVAE:
+    lr = cfg.train.learning_rate
+    if cfg.train.lr_decay == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=cfg.train.epochs * steps_per_epoch)
+    model.compile(optimizer=keras.optimizers.Adam(lr), jit_compile=cfg.train.jit_compile)
+    return model
+
+
+def load_data(cfg: Config) -> ImageDataset:
+    return load_dataset(cfg.data.dataset, cfg.data.data_dir)
+
+
+def prepare_run_dir(run_dir: str, overwrite: bool, resume: bool) -> None:
+    has_run = os.path.exists(os.path.join(run_dir, "config.json"))
+    if has_run and not (overwrite or resume):
+        raise RunDirError(f"{run_dir} already holds a run (config.json); pass --resume to continue "
+                          "it or --overwrite to replace it")
+    if resume and not has_run:
+        raise RunDirError(f"--resume: {run_dir} holds no run (no config.json)")
+    if has_run and overwrite and not resume:
+        shutil.rmtree(run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+
+
+def _write_hparams(log_dir: str, cfg: Config) -> None:
+    from tensorboard.plugins.hparams import api as hp
+    flat = {}
+    for section, values in cfg.to_dict().items():
+        if isinstance(values, dict):
+            for k, v in values.items():
+                flat[f"{section}.{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+        else:
+            flat[section] = values
+    with tf.summary.create_file_writer(os.path.join(log_dir, "train")).as_default():
+        hp.hparams(flat)
+        tf.summary.text("config", "```\n" + cfg.to_json() + "\n```", step=0)
+
+
+def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resume: bool = False,
+                       verbose="auto", callbacks=()) -> dict:
+    """Train `cfg` into `run_dir`, evaluate on the test set, write metrics.json; return the metrics."""
+    start = time.time()
+    if resume:
+        prepare_run_dir(run_dir, overwrite=False, resume=True)
+        if read_run_config(run_dir) != cfg:
+            raise ConfigError(f"--resume: the configuration differs from the one saved in {run_dir}; "
+                              "resume with the same settings (or none: they are read from the run)")
+    cfg.validate()
+    data = load_data(cfg)   # fail on bad data before touching the run directory
+    split = labelled_split(data.y_train, cfg.data.labels_per_class, data.num_classes,
+                           cfg.data.label_seed, cfg.data.validation_size)
+    if cfg.model.num_classes != data.num_classes:
+        raise ConfigError(f"model.num_classes={cfg.model.num_classes} but {data.name} has "
+                          f"{data.num_classes} classes")
+    if not resume:
+        prepare_run_dir(run_dir, overwrite=overwrite, resume=False)
+        write_json_atomic(os.path.join(run_dir, "config.json"), cfg.to_dict())
+
+    keras.utils.set_random_seed(cfg.train.init_seed)
+    train_ds, steps = training_pipeline(
+        data.x_train[split.unlabelled], data.x_train[split.labelled], data.y_train[split.labelled],
+        cfg.data)
+    steps = cfg.train.steps_per_epoch or steps
+    validation = (evaluation_pipeline(data.x_train[split.validation], data.y_train[split.validation],
+                                      EVAL_BATCH) if len(split.validation) else None)
+    model = compile_model(build_model(cfg, data.image_shape), cfg, steps)
+
+    log_dir = os.path.join(run_dir, "logs")
+    if not resume:
+        _write_hparams(log_dir, cfg)
+    cbs = [keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
+           keras.callbacks.TensorBoard(log_dir, update_freq="epoch"),
+           keras.callbacks.TerminateOnNaN(),
+           *callbacks]
+    history = model.fit(train_ds, epochs=cfg.train.epochs, steps_per_epoch=steps,
+                        validation_data=validation, callbacks=cbs, verbose=verbose)
+    train_time = time.time() - start
+    model.save_weights(os.path.join(run_dir, "model.weights.h5"))
+    write_json_atomic(os.path.join(run_dir, "history.json"),
+                      {k: [float(v) for v in vs] for k, vs in history.history.items()})
+
+    metrics = evaluate_model(model, data, cfg)
+    metrics.update({
+        "preset": cfg.preset,
+        "dataset": data.name,
+        "labels_per_class": cfg.data.labels_per_class,
+        "labelled_examples": int(len(split.labelled)),
+        "estimator": cfg.objective.estimator,
+        "epochs": cfg.train.epochs,
+        "steps_per_epoch": steps,
+        "seeds": {"label": cfg.data.label_seed, "data": cfg.data.data_seed, "init": cfg.train.init_seed},
+        "train_time_s": train_time,
+        "wall_time_s": time.time() - start,
+    })
+    if validation is not None:
+        val = model.evaluate(validation, return_dict=True, verbose=0)
+        metrics["validation_error"] = 1.0 - float(val["accuracy"])
+    write_json_atomic(os.path.join(run_dir, "metrics.json"), metrics)
+    return metrics
+
+
+def evaluate_model(model: StructuredVAE, data: ImageDataset, cfg: Config) -> dict:
+    """Test-set error of q(y|x) and the test ELBO terms (unlabelled bound, nats per image)."""
+    results = model.evaluate(evaluation_pipeline(data.x_test, data.y_test, EVAL_BATCH),
+                             return_dict=True, verbose=0)
+    return {
+        "test_error": 1.0 - float(results["accuracy"]),
+        "test_elbo": float(results["elbo"]),
+        "test_reconstruction": float(results["reconstruction"]),
+        "test_kl_z": float(results["kl_z"]),
+        "test_kl_y": float(results["kl_y"]),
+        "test_examples": int(len(data.y_test)),
+    }
+
+
+def read_run_config(run_dir: str) -> Config:
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        raise RunDirError(f"{run_dir} holds no run: config.json is missing")
+    with open(path) as f:
+        return Config.from_dict(json.load(f))
+
+
+def load_run(run_dir: str) -> tuple[Config, StructuredVAE]:
+    """Rebuild a trained model from its run directory."""
+    cfg = read_run_config(run_dir)
+    weights = os.path.join(run_dir, "model.weights.h5")
+    if not os.path.isfile(weights):
+        raise RunDirError(f"{run_dir} is not a finished run: model.weights.h5 is missing")
+    model = build_model(cfg, IMAGE_SHAPES[cfg.data.dataset])
+    model.load_weights(weights)
+    return cfg, model
+
+
+def evaluate_run(run_dir: str, data_dir: str | None = None) -> dict:
+    cfg, model = load_run(run_dir)
+    if data_dir:
+        cfg = cfg.override(**{"data.data_dir": data_dir})
+    compile_model(model, cfg, steps_per_epoch=1)
+    data = load_data(cfg)
+    return evaluate_model(model, data, cfg)
+
+
+def predict_labels(model: StructuredVAE, x: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
+    probs = model.predict(evaluation_pipeline(x, np.zeros(len(x), np.int64), batch_size)
+                          .map(lambda a, b: a), verbose=0)
+    return probs.argmax(-1)
