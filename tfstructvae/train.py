@@ -52,6 +52,9 @@ def compile_model(model: StructuredVAE, cfg: Config, steps_per_epoch: int) -> St
     if cfg.train.lr_decay == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=cfg.train.epochs * steps_per_epoch)
     model.compile(optimizer=keras.optimizers.Adam(lr), jit_compile=cfg.train.jit_compile)
+    # Create the optimizer's slots now: variables created inside the first trace make
+    # tf.function trace the step a second time.
+    model.optimizer.build(model.trainable_variables)
     return model
 
 

@@ -131,9 +131,12 @@ def load_tfds(name: str, data_dir: str | None = None, download: bool = False,
     """A TFDS dataset (`mnist`, `fashion_mnist`, ...) as arrays; raises DataError if unavailable."""
     import tensorflow_datasets as tfds
     try:
-        (x_train, y_train), (x_test, y_test) = tfds.as_numpy(tfds.load(
-            name, split=["train", "test"], batch_size=-1, as_supervised=True,
-            data_dir=data_dir, download=download))
+        splits = tfds.load(name, split=["train", "test"], as_supervised=True,
+                           data_dir=data_dir, download=download)
+        # Gathered in large batches: batch_size=-1 aborts under tfds.testing.mock_data.
+        (x_train, y_train), (x_test, y_test) = (
+            tuple(np.concatenate(part) for part in zip(*tfds.as_numpy(ds.batch(8192))))
+            for ds in splits)
     except Exception as e:   # TFDS raises several types for "not prepared" / "no network"
         raise DataError(f"TFDS dataset {name!r} is not available "
                         f"({'download failed' if download else 'no prepared copy'}"

@@ -1,0 +1,78 @@
+"""The command line through a subprocess, on a slice of real MNIST."""
+
+import json
+import re
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "tfstructvae.cli", *args], capture_output=True,
+                          text=True, timeout=600, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, mnist_dir):
+    run_dir = str(tmp_path_factory.mktemp("cli") / "run")
+    result = run_cli("train", "--preset", "mnist-paper", "--data-dir", mnist_dir,
+                     "--labels-per-class", "10", "--epochs", "2", "--steps-per-epoch", "100",
+                     "--batch-size", "100", "--seed", "1", "--output-dir", run_dir, "--verbose", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, result
+
+
+def test_train_writes_a_complete_run(trained_run):
+    run_dir, result = trained_run
+    for name in ("config.json", "metrics.json", "history.json", "model.weights.h5"):
+        assert os.path.isfile(os.path.join(run_dir, name)), name
+    assert os.listdir(os.path.join(run_dir, "logs", "train"))             # TensorBoard events
+    metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
+    for key in ("test_error", "test_elbo", "test_reconstruction", "test_kl_z", "test_kl_y", "wall_time_s"):
+        assert key in metrics, key
+    assert 0 <= metrics["test_error"] < 0.5          # learned: chance is 0.9
+    assert metrics["labelled_examples"] == 100
+    cfg = json.load(open(os.path.join(run_dir, "config.json")))
+    assert cfg["data"]["label_seed"] == cfg["data"]["data_seed"] == cfg["train"]["init_seed"] == 1
+    assert "Epoch 2/2" in result.stdout                                   # Keras progress output
+
+
+def test_evaluate_reloads_the_run(trained_run, mnist_dir):
+    run_dir, _ = trained_run
+    result = run_cli("evaluate", run_dir, "--data-dir", mnist_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads(result.stdout[result.stdout.index("{"):])
+    saved = json.load(open(os.path.join(run_dir, "metrics.json")))
+    assert metrics["test_error"] == pytest.approx(saved["test_error"], abs=1e-6)
+
+
+def test_existing_run_is_refused(trained_run, mnist_dir):
+    run_dir, _ = trained_run
+    result = run_cli("train", "--data-dir", mnist_dir, "--output-dir", run_dir, "--epochs", "1")
+    assert result.returncode == 2
+    assert "already holds a run" in result.stderr and "--overwrite" in result.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--preset", "mnist-huge"], "unknown preset 'mnist-huge'"),
+    (["--estimator", "sampled"], "unknown estimator 'sampled'"),
+    (["--supervision-rate", "2"], r"supervision_rate must lie in \[0, 1\], got 2.0"),
+    (["--batch-size", "0"], "batch_size must be >= 1, got 0"),
+    (["--labels-per-class", "7000"], "labels_per_class=7000 but class 0 has only"),
+    (["--set", "model.depth=3"], "unknown configuration field 'model.depth'"),
+])
+def test_bad_arguments_fail_clearly(tmp_path, mnist_dir, args, message):
+    out = str(tmp_path / "run")
+    result = run_cli("train", "--data-dir", mnist_dir, "--output-dir", out, *args)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert re.search(message, result.stderr), result.stderr[-2000:]
+    assert not os.path.exists(out)                     # nothing half-written
+
+
+def test_missing_data_dir_says_where_it_looked(tmp_path):
+    result = run_cli("train", "--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "run"),
+                     env={"HOME": str(tmp_path)})
+    assert result.returncode == 2
+    assert "no mnist data found" in result.stderr and str(tmp_path) in result.stderr

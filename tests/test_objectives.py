@@ -1,0 +1,130 @@
+"""Objectives against closed forms, and distribution shapes."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfstructvae import objectives
+from tfstructvae.config import ModelConfig, ObjectiveConfig
+from tfstructvae.model import StructuredVAE
+
+K, D, B = 10, 3, 4
+
+
+def tiny_model(estimator="plugin", **objective):
+    return StructuredVAE((28, 28, 1), model_config=ModelConfig(style_dim=D, hidden_units=(16,)),
+                         objective_config=ObjectiveConfig(estimator=estimator, **objective), seed=1)
+
+
+def images(seed=0, n=B):
+    return tf.constant(np.random.default_rng(seed).uniform(size=(n, 28, 28, 1)), tf.float32)
+
+
+def test_distribution_shapes():
+    model = tiny_model()
+    x = images()
+    q = model.encode(x)
+    assert q["y"].batch_shape == (B,) and q["y"].event_shape == (K,)
+    assert q["z"].batch_shape == (B,) and q["z"].event_shape == (D,)
+    p = model.decode(tf.constant([0, 1, 2, 3]), tf.zeros([B, D]))
+    assert p.batch_shape == (B,) and p.event_shape == (28, 28, 1)
+    # enumeration: all K classes on a leading axis broadcast against the batch
+    q_z_all = model.q_node("z", tf.reshape(x, [B, -1]), [tf.eye(K)[:, None, :]])
+    assert q_z_all.batch_shape == (K, B) and q_z_all.event_shape == (D,)
+    assert model.classify(x).shape == (B, K)
+    np.testing.assert_allclose(model.classify(x).numpy().sum(-1), 1.0, rtol=1e-5)
+
+
+def test_normal_kl_matches_closed_form():
+    model = tiny_model()
+    x_flat = tf.reshape(images(), [B, -1])
+    q = model.q_node("z", x_flat, [tf.one_hot([0, 3, 5, 9], K)])
+    mu, sigma = q.distribution.loc.numpy(), q.distribution.scale.numpy()
+    by_hand = 0.5 * np.sum(mu ** 2 + sigma ** 2 - 1.0 - 2.0 * np.log(sigma), axis=-1)
+    np.testing.assert_allclose(
+        objectives.tfd.kl_divergence(q, objectives.standard_normal_prior(D)).numpy(), by_hand, rtol=1e-5)
+    # the model's kl_z for labelled examples is exactly this KL (no sampling involved)
+    terms = model.objective_terms(images(), tf.constant([0, 3, 5, 9]))
+    np.testing.assert_allclose(terms["kl_z"].numpy(), by_hand, rtol=1e-5)
+
+
+def test_categorical_entropy_and_kl_y_by_hand():
+    logits = tf.constant([[0.0, 1.0, -2.0, 0.5], [3.0, 3.0, 3.0, 3.0]])
+    q = objectives.tfd.OneHotCategorical(logits=logits, dtype=tf.float32)
+    p = tf.nn.softmax(logits).numpy()
+    entropy = -np.sum(p * np.log(p), axis=-1)
+    unlabelled = tf.constant([False, False])
+    np.testing.assert_allclose(objectives.unlabelled_entropy(q, unlabelled).numpy(), entropy, rtol=1e-6)
+    # KL(q || uniform) = log K - H(q); a labelled example pays -log p(y) = log K.
+    np.testing.assert_allclose(objectives.kl_y(q, unlabelled, 4).numpy(), math.log(4) - entropy,
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(objectives.kl_y(q, tf.constant([True, False]), 4).numpy(),
+                               [math.log(4), math.log(4) - entropy[1]], rtol=1e-5, atol=1e-6)
+
+
+def test_enumerate_equals_explicit_sum_over_classes():
+    """U(x) = sum_y q(y|x) L(x, y) + H(q(y|x)), with L computed class by class."""
+    model = tiny_model("enumerate")
+    x = images(3)
+    state = model.seed_generator.state.numpy()
+
+    model.seed_generator.state.assign(state)   # same z noise in every call below
+    unlabelled = model.objective_terms(x, -tf.ones([B], tf.int32))
+    q = model.classify(x).numpy()                                   # (B, K)
+    per_class = []
+    for k in range(K):                                              # explicit Python sum over y
+        model.seed_generator.state.assign(state)
+        per_class.append(model.objective_terms(x, tf.fill([B], k))["elbo"].numpy())
+    labelled_elbo = np.stack(per_class, axis=1)                     # (B, K): L(x, k)
+    entropy = -np.sum(q * np.log(q), axis=-1)
+    np.testing.assert_allclose(unlabelled["elbo"].numpy(), np.sum(q * labelled_elbo, -1) + entropy,
+                               rtol=1e-4)
+
+
+def test_plugin_labelled_and_unlabelled_terms():
+    model = tiny_model("plugin")
+    x = images(4)
+    terms = model.objective_terms(x, tf.constant([2, -1, 7, -1]))
+    np.testing.assert_allclose(terms["kl_y"].numpy()[[0, 2]], math.log(K), rtol=1e-6)
+    np.testing.assert_array_equal(terms["labelled"].numpy(), [1, 0, 1, 0])
+    np.testing.assert_array_equal(terms["log_q_label"].numpy()[[1, 3]], 0.0)
+    log_q = np.log(model.classify(x).numpy())
+    np.testing.assert_allclose(terms["log_q_label"].numpy()[[0, 2]], log_q[[0, 2], [2, 7]], rtol=1e-4)
+    for name in ("reconstruction", "kl_z", "kl_y", "elbo"):
+        assert terms[name].shape == (B,)
+        assert np.all(np.isfinite(terms[name].numpy()))
+
+
+def test_loss_weights_and_warmup():
+    terms = {k: tf.constant(v, tf.float32) for k, v in {
+        "reconstruction": [-100.0, -90.0], "kl_z": [5.0, 4.0], "kl_y": [2.0, 1.0],
+        "log_q_label": [-0.5, 0.0], "entropy_unlabelled": [0.0, 1.5], "consistency": [0.1, 0.2]}.items()}
+    loss = objectives.per_example_loss(terms, alpha=10.0, beta=0.5, entropy_weight=2.0,
+                                       consistency_weight=3.0).numpy()
+    np.testing.assert_allclose(loss, [100 + 0.5 * 7 + 5.0 + 0.3, 90 + 0.5 * 5 + 3.0 + 0.6], rtol=1e-6)
+    assert float(objectives.kl_warmup(50, 100)) == pytest.approx(0.5)
+    assert float(objectives.kl_warmup(500, 100)) == 1.0
+    assert float(objectives.kl_warmup(0, 0)) == 1.0
+
+
+def test_virtual_adversarial_kl_is_nonnegative_and_grows_with_epsilon():
+    model = tiny_model(consistency_weight=1.0)
+    x = images(5, 8)
+    net = model.q_nets[0]
+    logits_fn = lambda xp: net([tf.reshape(xp, [8, -1])])  # noqa: E731
+    logits = logits_fn(x)
+    seed = tf.constant([1, 2], tf.int32)
+    small = objectives.virtual_adversarial_kl(logits_fn, x, logits, seed, epsilon=0.1).numpy()
+    large = objectives.virtual_adversarial_kl(logits_fn, x, logits, seed, epsilon=5.0).numpy()
+    assert small.shape == (8,) and np.all(small >= -1e-6)
+    assert large.mean() > small.mean()
+
+
+def test_wrong_image_shape_and_dtype_are_refused():
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"shape \(batch, 28, 28, 1\)"):
+        model.classify(tf.zeros([2, 32, 32, 3]))
+    with pytest.raises(TypeError, match="float32"):
+        model.classify(tf.zeros([2, 28, 28, 1], tf.uint8))
