@@ -76,3 +76,11 @@ def test_missing_data_dir_says_where_it_looked(tmp_path):
                      env={"HOME": str(tmp_path)})
     assert result.returncode == 2
     assert "no mnist data found" in result.stderr and str(tmp_path) in result.stderr
+
+
+def test_example_runs_in_smoke_mode(tmp_path, mnist_dir):
+    script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples", "semi_supervised_mnist.py")
+    result = subprocess.run([sys.executable, script, "--data-dir", mnist_dir, "--smoke",
+                             "--output-dir", str(tmp_path / "ex")], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "q(y|x) argmax" in result.stdout and "analogy grid" in result.stdout

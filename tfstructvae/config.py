@@ -94,13 +94,15 @@ class ObjectiveConfig:
     # (the paper's objective). See objectives.py.
     entropy_weight: float = 0.0
     consistency_weight: float = 0.0
-    consistency_epsilon: float = 2.0
+    consistency_epsilon: float = 2.0   # L2 radius of the adversarial perturbation
+    consistency_xi: float = 10.0       # finite-difference step of the power iteration
     kl_warmup_steps: int = 0
 
     def validate(self) -> None:
         if self.estimator not in ESTIMATORS:
             raise ConfigError(f"unknown estimator {self.estimator!r}; expected one of {ESTIMATORS}")
-        for name in ("alpha", "entropy_weight", "consistency_weight", "consistency_epsilon"):
+        for name in ("alpha", "entropy_weight", "consistency_weight", "consistency_epsilon",
+                     "consistency_xi"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.kl_warmup_steps < 0:

@@ -206,7 +206,7 @@ class StructuredVAE(keras.Model):
                 lambda xp: self.q_nets[self.node_index[self.label_node.name]](
                     [tf.reshape(xp, [-1, self.num_pixels])], training=training),
                 x, terms["q_y_logits"], self._sample_seed(),
-                self.objective_config.consistency_epsilon)
+                self.objective_config.consistency_epsilon, self.objective_config.consistency_xi)
         return terms
 
     # ---------------------------------------------------------- train / test

@@ -92,11 +92,14 @@ def unlabelled_entropy(q_y: tfd.OneHotCategorical, labelled: tf.Tensor) -> tf.Te
     return tf.where(labelled, 0.0, q_y.entropy())
 
 
-def virtual_adversarial_kl(logits_fn, x, logits, seed, epsilon, xi=1e-6):
+def virtual_adversarial_kl(logits_fn, x, logits, seed, epsilon, xi=10.0):
     """KL(q(y|x) || q(y|x + r_adv)) with ||r_adv||_2 = epsilon (one power iteration). (B,)
 
     `logits_fn` maps images to class logits; `logits` are its (already computed)
-    logits at x, held fixed as the target.
+    logits at x, held fixed as the target. The power iteration probes at radius
+    `xi`: the paper's 1e-6 leaves the probe's KL below float32 resolution once
+    q(y|x) is confident, and on MNIST with 100 labels xi = 10 reached 6.8%
+    validation error where 1e-6 reached 15.9% (classifier alone, 1500 steps).
     """
     target = tfd.Categorical(logits=tf.stop_gradient(logits))
     reduce_axes = list(range(1, len(x.shape)))

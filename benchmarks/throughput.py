@@ -1,0 +1,164 @@
+"""Training throughput per estimator, with and without XLA, against a matmul roofline.
+
+For each (estimator, xla) the real Keras train function runs on one fixed MNIST-shaped
+batch (input pipeline excluded); examples/s = batch / median step time. In the same run
+the bare dense matrix products that the step's networks need are timed: for every dense
+layer with M rows, d_in inputs and d_out outputs, the forward X W, and the backward
+dY W^T and X^T dY, at the same shapes and batch, compiled with XLA. Their time bounds
+the step from below, and `roofline_fraction` = step examples/s / roofline examples/s.
+
+    python benchmarks/throughput.py --out benchmarks/results/throughput.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from tfstructvae.config import get_preset  # noqa: E402
+from tfstructvae.train import build_model, compile_model  # noqa: E402
+
+
+def dense_shapes(model, batch: int, estimator: str) -> list[tuple[int, int, int]]:
+    """(rows, d_in, d_out) of every matrix product in one forward pass of the step.
+
+    Under `enumerate`, layers after the class node run on K*B rows, except the
+    class's own input projection (K rows: one per class, broadcast over the batch)
+    and the x projection (B rows); see networks.py.
+    """
+    K = model.num_classes
+    label = model.label_node.name
+    shapes = []
+    for node, net in zip(model.latent_graph, model.q_nets):
+        enumerated = estimator == "enumerate" and node.name != label and label in node.parents
+        inputs = ["x", *node.parents]
+        for name, proj in zip(inputs, net.input_projections):
+            rows = batch if (name == "x" or not enumerated) else (K if name == label else K * batch)
+            shapes.append((rows, *proj.kernel.shape))
+        rows = K * batch if enumerated else batch
+        shapes += [(rows, *d.kernel.shape) for d in net.hidden] + [(rows, *net.head.kernel.shape)]
+    enumerated = estimator == "enumerate"
+    for node, proj in zip(model.latent_graph, model.p_net.input_projections):
+        rows = (K if node.name == label else K * batch) if enumerated else batch
+        shapes.append((rows, *proj.kernel.shape))
+    rows = K * batch if enumerated else batch
+    shapes += [(rows, *d.kernel.shape) for d in model.p_net.hidden] + [(rows, *model.p_net.head.kernel.shape)]
+    if model.objective_config.consistency_weight:   # VAT: two more passes of q(y|x)
+        i = model.node_index[label]
+        net = model.q_nets[i]
+        extra = [(batch, *net.input_projections[0].kernel.shape)]
+        extra += [(batch, *d.kernel.shape) for d in net.hidden] + [(batch, *net.head.kernel.shape)]
+        shapes += extra * 2
+    return shapes
+
+
+def time_calls(fn, steps: int, warmup: int) -> float:
+    """Median seconds per call of fn() over `steps` calls, after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def roofline_seconds(shapes, steps: int, warmup: int) -> float:
+    rng = np.random.default_rng(0)
+    mats = [(tf.constant(rng.standard_normal((m, i)), tf.float32),
+             tf.constant(rng.standard_normal((i, o)), tf.float32),
+             tf.constant(rng.standard_normal((m, o)), tf.float32)) for m, i, o in shapes]
+
+    @tf.function(jit_compile=True)
+    def products():
+        total = 0.0
+        for x, w, dy in mats:
+            total += tf.reduce_sum(x @ w)                          # forward
+            total += tf.reduce_sum(tf.matmul(dy, w, transpose_b=True))   # dL/dX
+            total += tf.reduce_sum(tf.matmul(x, dy, transpose_a=True))   # dL/dW
+        return total
+
+    return time_calls(lambda: products().numpy(), steps, warmup)
+
+
+def step_seconds(cfg, batch, steps, warmup) -> tuple[float, object]:
+    model = compile_model(build_model(cfg, (28, 28, 1)), cfg, steps_per_epoch=1000)
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.uniform(size=(batch, 28, 28, 1)), tf.float32)
+    y = tf.constant(np.where(rng.uniform(size=batch) < 0.1, rng.integers(0, 10, batch), -1), tf.int32)
+    iterator = iter(tf.data.Dataset.from_tensors((x, y)).repeat())
+    model.make_train_function()
+    train = model.train_function
+
+    def one_step():
+        out = train(iterator)
+        # force completion: read one scalar back
+        (out.get_value() if hasattr(out, "get_value") else out)["loss"].numpy()
+
+    return time_calls(one_step, steps, warmup), model
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--preset", default="mnist-paper")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--estimators", default="plugin,enumerate")
+    p.add_argument("--steps", type=int, default=60, help="timed steps per configuration")
+    p.add_argument("--warmup", type=int, default=10)
+    args = p.parse_args(argv)
+
+    results = []
+    for estimator in args.estimators.split(","):
+        for xla in (True, False):
+            cfg = get_preset(args.preset).override(**{
+                "objective.estimator": estimator, "train.jit_compile": xla, "data.batch_size": args.batch_size})
+            seconds, model = step_seconds(cfg, args.batch_size, args.steps, args.warmup)
+            shapes = dense_shapes(model, args.batch_size, estimator)
+            roof = roofline_seconds(shapes, args.steps, args.warmup)
+            flops = 3 * sum(2 * m * i * o for m, i, o in shapes)
+            row = {
+                "preset": args.preset, "estimator": estimator, "xla": xla, "batch_size": args.batch_size,
+                "step_ms": 1e3 * seconds, "examples_per_sec": args.batch_size / seconds,
+                "roofline_ms": 1e3 * roof, "roofline_examples_per_sec": args.batch_size / roof,
+                "roofline_fraction": roof / seconds,
+                "matmul_gflop_per_step": flops / 1e9, "achieved_gflops": flops / seconds / 1e9,
+            }
+            results.append(row)
+            print(f"{estimator:10s} xla={str(xla):5s} {row['examples_per_sec']:9.0f} ex/s  "
+                  f"step {row['step_ms']:6.2f} ms  roofline {row['roofline_ms']:6.2f} ms  "
+                  f"fraction {row['roofline_fraction']:.2f}  ({row['achieved_gflops']:.1f} GFLOP/s)",
+                  flush=True)
+    by = {(r["estimator"], r["xla"]): r for r in results}
+    summary = {}
+    if ("plugin", True) in by and ("enumerate", True) in by:
+        plug, enum = by[("plugin", True)], by[("enumerate", True)]
+        summary = {
+            "enumerate_over_plugin_time": enum["step_ms"] / plug["step_ms"],
+            "enumerate_over_plugin_matmul_flops": enum["matmul_gflop_per_step"] / plug["matmul_gflop_per_step"],
+        }
+        print(f"enumerate / plugin: step time x{summary['enumerate_over_plugin_time']:.2f}, "
+              f"matmul work x{summary['enumerate_over_plugin_matmul_flops']:.2f}")
+    out = {"results": results, "summary": summary,
+           "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                       "python": sys.version.split()[0], "tensorflow": tf.__version__},
+           "command": " ".join(["python", "benchmarks/throughput.py", *(argv or sys.argv[1:])])}
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
