@@ -84,3 +84,66 @@ def test_example_runs_in_smoke_mode(tmp_path, mnist_dir):
                              "--output-dir", str(tmp_path / "ex")], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "q(y|x) argmax" in result.stdout and "analogy grid" in result.stdout
+
+
+SERVE = """
+import sys, json, numpy as np
+import importlib.abc
+
+
+class HideTfstructvae(importlib.abc.MetaPathFinder):   # editable installs use finders, not sys.path
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "tfstructvae":
+            raise ImportError("tfstructvae is hidden in this process")
+
+
+sys.meta_path.insert(0, HideTfstructvae())
+try:
+    import tfstructvae  # noqa: F401
+    raise SystemExit("tfstructvae should not be importable here")
+except ImportError:
+    pass
+import tensorflow as tf
+m = tf.saved_model.load(sys.argv[1])
+x = tf.constant(np.load(sys.argv[2]))
+out = {"classify": m.signatures["classify"](images=x)["probabilities"].numpy().tolist(),
+       "encode_z_mean": m.signatures["encode"](images=x)["z_mean"].numpy().tolist(),
+       "decode": m.signatures["decode"](classes=tf.constant([1, 2], tf.int32),
+                                        z=tf.zeros([2, 2]))["pixel_probabilities"].numpy().shape,
+       "reconstruct": m.signatures["reconstruct"](images=x)["pixel_probabilities"].numpy().shape}
+for bad in (tf.zeros([2, 28, 28, 1], tf.int32), tf.zeros([2, 32, 32, 3])):
+    try:
+        m.signatures["classify"](images=bad)
+        out.setdefault("accepted_bad", []).append(str(bad.shape))
+    except (TypeError, ValueError, tf.errors.InvalidArgumentError) as e:
+        out.setdefault("refused", []).append(type(e).__name__)
+try:
+    m.signatures["classify"](images=tf.fill([1, 28, 28, 1], 255.0))
+except tf.errors.InvalidArgumentError as e:
+    out["range_error"] = "in [0, 1]" in str(e)
+print(json.dumps(out))
+"""
+
+
+def test_export_serves_in_a_fresh_process_without_the_package(trained_run, tmp_path, mnist):
+    import numpy as np
+    run_dir, _ = trained_run
+    out = str(tmp_path / "saved")
+    result = run_cli("export", run_dir, out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "classify(images: float32[None, 28, 28, 1]) -> probabilities: float32[None, 10]" in result.stdout
+    x = (mnist.x_test[:3] / 255.0).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    script = tmp_path / "serve.py"
+    script.write_text(SERVE)
+    served = subprocess.run([sys.executable, str(script), out, str(tmp_path / "x.npy")], capture_output=True,
+                            text=True, timeout=300, cwd=str(tmp_path),
+                            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert served.returncode == 0, served.stderr[-3000:]
+    got = json.loads(served.stdout.strip().splitlines()[-1])
+    from tfstructvae.train import load_run
+    _, model = load_run(run_dir)
+    np.testing.assert_allclose(got["classify"], model.classify(x).numpy(), atol=1e-5)
+    np.testing.assert_allclose(got["encode_z_mean"], model.encode(x)["z"].mean().numpy(), atol=1e-5)
+    assert got["decode"] == [2, 28, 28, 1] and got["reconstruct"] == [3, 28, 28, 1]
+    assert len(got["refused"]) == 2 and "accepted_bad" not in got and got["range_error"] is True

@@ -61,3 +61,17 @@ def test_loss_falls_and_accuracy_rises(mnist):
     assert history["loss"][-1] < history["loss"][0]
     probs = model.classify(mnist.x_test[:1000].astype("float32") / 255.0).numpy()
     assert (probs.argmax(-1) == mnist.y_test[:1000]).mean() > 0.4     # chance is 0.1
+
+
+@pytest.mark.parametrize("estimator", ["plugin", "enumerate"])
+def test_mirrored_strategy_on_two_logical_cpus(estimator):
+    import os
+    import subprocess
+    import sys
+    script = os.path.join(os.path.dirname(__file__), "scripts", "mirrored_two_cpus.py")
+    result = subprocess.run([sys.executable, script, estimator], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = [ln for ln in result.stdout.splitlines() if ln.startswith("replicas")][-1]
+    assert line.startswith("replicas 2 loss")
+    losses = [float(v) for v in line.split("loss [")[1].split("]")[0].split(",")]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]

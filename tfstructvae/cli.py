@@ -76,6 +76,21 @@ def config_from_args(args):
     return cfg.override(**changes).validate()
 
 
+def export_run(run_dir: str, out_dir: str) -> dict:
+    import os
+    import shutil
+    from tfstructvae.export import describe, export_saved_model
+    from tfstructvae.train import RunDirError, load_run
+    if os.path.exists(out_dir) and os.listdir(out_dir):
+        raise RunDirError(f"{out_dir} exists and is not empty; choose a new directory")
+    cfg, model = load_run(run_dir)
+    diffs = export_saved_model(model, out_dir, config_json=cfg.to_json())
+    if os.path.isfile(os.path.join(run_dir, "metrics.json")):
+        shutil.copy(os.path.join(run_dir, "metrics.json"), out_dir)
+    print(describe(out_dir))
+    return {"saved_model": out_dir, "reload_max_abs_diff": max(diffs.values())}
+
+
 def _verbosity(v: str):
     return v if v == "auto" else int(v)
 
@@ -88,6 +103,9 @@ def main(argv=None) -> int:
     ev = sub.add_parser("evaluate", help="reload a run and print its test metrics")
     ev.add_argument("run_dir")
     ev.add_argument("--data-dir")
+    ex = sub.add_parser("export", help="export a run as a SavedModel (classify, encode, decode, reconstruct)")
+    ex.add_argument("run_dir")
+    ex.add_argument("out_dir")
     args = parser.parse_args(argv)
 
     from tfstructvae.config import ConfigError
@@ -100,6 +118,8 @@ def main(argv=None) -> int:
                 cfg = read_run_config(args.output_dir)
             metrics = train_and_evaluate(cfg, args.output_dir, overwrite=args.overwrite,
                                          resume=args.resume, verbose=_verbosity(args.verbose))
+        elif args.command == "export":
+            metrics = export_run(args.run_dir, args.out_dir)
         else:
             metrics = evaluate_run(args.run_dir, data_dir=args.data_dir)
     except (ConfigError, DataError, RunDirError) as e:
