@@ -75,3 +75,38 @@ def test_mirrored_strategy_on_two_logical_cpus(estimator):
     assert line.startswith("replicas 2 loss")
     losses = [float(v) for v in line.split("loss [")[1].split("]")[0].split(",")]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_non_finite_term_stops_training_and_names_it():
+    import tensorflow as tf
+    from tfstructvae.callbacks import NonFiniteError, StopOnNonFinite
+    cfg = small_config("plugin", "rate")
+    model = compile_model(build_model(cfg, (28, 28, 1)), cfg, 4)
+    x = np.full((8, 28, 28, 1), np.nan, np.float32)
+    ds = tf.data.Dataset.from_tensors((x, np.full(8, -1, np.int32))).repeat()
+    guard = StopOnNonFinite()
+    model.fit(ds, epochs=3, steps_per_epoch=4, callbacks=[guard], verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 1            # stopped at the first bad step
+    with pytest.raises(NonFiniteError, match=r"step 1 .*objective term 'reconstruction' is nan"):
+        guard.raise_if_failed()
+
+
+@pytest.mark.parametrize("estimator", ["plugin", "enumerate"])
+def test_extreme_inputs_give_finite_objective_and_gradients(estimator):
+    import tensorflow as tf
+    cfg = small_config(estimator, "share", consistency_weight=1.0)
+    model = build_model(cfg, (28, 28, 1))
+    x = tf.constant(np.stack([np.zeros((28, 28, 1)), np.ones((28, 28, 1))] * 2), tf.float32)
+    y = tf.constant([0, -1, 9, -1])
+    # huge logits: scale the class head's and decoder head's weights
+    for head in (model.q_nets[0].head, model.p_net.head):
+        head.kernel.assign(head.kernel * 1e4)
+    with tf.GradientTape() as tape:
+        terms = model.objective_terms(x, y, training=True)
+        from tfstructvae import objectives
+        loss = tf.reduce_mean(objectives.per_example_loss(terms, 50.0, 1.0, 1.0, 1.0))
+    grads = tape.gradient(loss, model.trainable_variables)
+    assert np.isfinite(loss.numpy())
+    for name in ("reconstruction", "kl_z", "kl_y", "elbo", "log_q_label", "consistency"):
+        assert np.all(np.isfinite(terms[name].numpy())), name
+    assert all(np.all(np.isfinite(g.numpy())) for g in grads if g is not None)

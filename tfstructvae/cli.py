@@ -108,6 +108,7 @@ def main(argv=None) -> int:
     ex.add_argument("out_dir")
     args = parser.parse_args(argv)
 
+    from tfstructvae.callbacks import NonFiniteError
     from tfstructvae.config import ConfigError
     from tfstructvae.data import DataError
     from tfstructvae.train import RunDirError, evaluate_run, read_run_config, train_and_evaluate
@@ -122,7 +123,7 @@ def main(argv=None) -> int:
             metrics = export_run(args.run_dir, args.out_dir)
         else:
             metrics = evaluate_run(args.run_dir, data_dir=args.data_dir)
-    except (ConfigError, DataError, RunDirError) as e:
+    except (ConfigError, DataError, RunDirError, NonFiniteError) as e:
         print(f"tfstructvae {args.command}: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(metrics, indent=2, sort_keys=True))

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfstructvae.callbacks import StopOnNonFinite
 from tfstructvae.config import Config, ConfigError
 from tfstructvae.data import (IMAGE_SHAPES, ImageDataset, evaluation_pipeline, labelled_split, load_dataset,
                               training_pipeline)
@@ -120,12 +121,16 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
     log_dir = os.path.join(run_dir, "logs")
     if not resume:
         _write_hparams(log_dir, cfg)
-    cbs = [keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
+    guard = StopOnNonFinite()
+    # The backup is kept after training: it is the last good state if a later step fails.
+    cbs = [guard,
+           keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), delete_checkpoint=False),
            keras.callbacks.TensorBoard(log_dir, update_freq="epoch"),
-           keras.callbacks.TerminateOnNaN(),
            *callbacks]
     history = model.fit(train_ds, epochs=cfg.train.epochs, steps_per_epoch=steps,
                         validation_data=validation, callbacks=cbs, verbose=verbose)
+    guard.raise_if_failed(f"the last good epoch is kept in {os.path.join(run_dir, 'backup')}; "
+                          "no weights or metrics were written")
     train_time = time.time() - start
     model.save_weights(os.path.join(run_dir, "model.weights.h5"))
     write_json_atomic(os.path.join(run_dir, "history.json"),

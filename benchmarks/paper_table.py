@@ -1,0 +1,102 @@
+"""The paper's MNIST table: test error vs labelled examples per class, over label draws.
+
+    python benchmarks/paper_table.py --data-dir ../shared/data/mnist \
+        --presets mnist-paper,mnist --labels 10,60,100,300 --seeds 0,1,2 \
+        --out benchmarks/results/paper_table.json
+    python benchmarks/paper_table.py --data-dir ../shared/data/mnist --quick --out /tmp/q.json
+
+Each (preset, l, seed) trains into RUNS_DIR/<preset>-l<l>-s<seed> and is skipped when
+that run already has a metrics.json, so an interrupted table resumes where it stopped.
+The seed sets the labelled subset, the data order and the initialisation together.
+Hyperparameters come from the presets (chosen on validation data); figures are test error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+
+PAPER = {10: 12.2, 60: 5.28, 100: 4.23, 300: 3.94}      # Siddharth et al. 2016, test error %
+M2 = {10: 11.97, 60: 4.94, 100: 3.60, 300: 3.92}        # Kingma et al. 2014
+
+
+def summarise(runs):
+    groups = {}
+    for r in runs:
+        groups.setdefault((r["preset"], r["labels_per_class"]), []).append(r["test_error"])
+    return [{"preset": p, "labels_per_class": l, "mean_test_error": statistics.mean(errs),
+             "std_test_error": statistics.stdev(errs) if len(errs) > 1 else 0.0, "n_seeds": len(errs)}
+            for (p, l), errs in sorted(groups.items())]
+
+
+def markdown(summary):
+    presets = sorted({s["preset"] for s in summary})
+    labels = sorted({s["labels_per_class"] for s in summary})
+    cell = {(s["preset"], s["labels_per_class"]): s for s in summary}
+    head = "| l per class | paper | M2 | " + " | ".join(f"`{p}`" for p in presets) + " |"
+    rows = [head, "|" + " --- |" * (3 + len(presets))]
+    for l in labels:
+        vals = []
+        for p in presets:
+            s = cell.get((p, l))
+            vals.append(f"{100 * s['mean_test_error']:.2f} ± {100 * s['std_test_error']:.2f} (n={s['n_seeds']})"
+                        if s else "")
+        rows.append(f"| {l} | {PAPER.get(l, '')} | {M2.get(l, '')} | " + " | ".join(vals) + " |")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--presets", default="mnist-paper,mnist")
+    p.add_argument("--labels", default="10,60,100,300")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--epochs", type=int, help="override the presets' epochs")
+    p.add_argument("--steps-per-epoch", type=int, help="override steps per epoch (smoke tests)")
+    p.add_argument("--runs-dir", default="runs/paper_table")
+    p.add_argument("--quick", action="store_true", help="one l (10), one seed, 2 epochs")
+    args = p.parse_args(argv)
+
+    from tfstructvae import get_preset
+    from tfstructvae.train import train_and_evaluate, write_json_atomic
+
+    presets, labels, seeds = args.presets.split(","), [int(v) for v in args.labels.split(",")], \
+        [int(v) for v in args.seeds.split(",")]
+    if args.quick:
+        labels, seeds, args.epochs = [10], [0], args.epochs or 2
+    runs = []
+    for l in labels:
+        for preset in presets:
+            for seed in seeds:
+                cfg = get_preset(preset).override(**{
+                    "data.data_dir": args.data_dir, "data.labels_per_class": l, "data.label_seed": seed,
+                    "data.data_seed": seed, "train.init_seed": seed, "train.epochs": args.epochs,
+                    "train.steps_per_epoch": args.steps_per_epoch})
+                run_dir = os.path.join(args.runs_dir + ("-quick" if args.quick else ""), f"{preset}-l{l}-s{seed}")
+                done = os.path.join(run_dir, "metrics.json")
+                if os.path.isfile(done):
+                    metrics = json.load(open(done))
+                else:
+                    metrics = train_and_evaluate(cfg, run_dir, overwrite=True, verbose=0)
+                runs.append({"preset": preset, "labels_per_class": l, "seed": seed,
+                             "test_error": metrics["test_error"], "epochs": metrics["epochs"],
+                             "wall_time_s": metrics["wall_time_s"], "config": cfg.to_dict()})
+                print(f"{preset:12s} l={l:<4d} seed={seed}  test error {100 * metrics['test_error']:.2f}%  "
+                      f"({metrics['wall_time_s']:.0f} s)", flush=True)
+                summary = summarise(runs)
+                write_json_atomic(args.out, {
+                    "runs": runs, "summary": summary, "paper": PAPER, "m2": M2,
+                    "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+                    "command": " ".join(["python", "benchmarks/paper_table.py", *(argv or sys.argv[1:])])})
+    print()
+    print(markdown(summarise(runs)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Benchmarks run in their quick modes and write the JSON they promise."""
+
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(script, *args):
+    result = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", script), *args],
+                            capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_paper_table_quick(tmp_path, mnist_dir):
+    out = tmp_path / "table.json"
+    stdout = run("paper_table.py", "--data-dir", mnist_dir, "--quick", "--presets", "mnist-paper",
+                 "--epochs", "1", "--steps-per-epoch", "30", "--runs-dir", str(tmp_path / "runs"),
+                 "--out", str(out))
+    result = json.load(open(out))
+    (r,) = result["runs"]
+    assert r["labels_per_class"] == 10 and r["preset"] == "mnist-paper" and 0 <= r["test_error"] <= 1
+    assert {"epochs", "wall_time_s", "seed", "config"} <= set(r)
+    (s,) = result["summary"]
+    assert s["n_seeds"] == 1 and s["mean_test_error"] == r["test_error"]
+    assert "| 10 | 12.2 | 11.97 |" in stdout
+
+
+def test_throughput_writes_roofline_fields(tmp_path):
+    out = tmp_path / "tp.json"
+    run("throughput.py", "--out", str(out), "--steps", "2", "--warmup", "1", "--estimators", "plugin")
+    rows = json.load(open(out))["results"]
+    assert [(r["estimator"], r["xla"]) for r in rows] == [("plugin", True), ("plugin", False)]
+    for r in rows:
+        assert r["examples_per_sec"] > 0 and r["roofline_examples_per_sec"] > 0
+        assert r["roofline_fraction"] > 0
+        assert abs(r["roofline_fraction"] - r["examples_per_sec"] / r["roofline_examples_per_sec"]) < 1e-9
