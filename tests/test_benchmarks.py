@@ -38,3 +38,14 @@ def test_throughput_writes_roofline_fields(tmp_path):
         assert r["examples_per_sec"] > 0 and r["roofline_examples_per_sec"] > 0
         assert r["roofline_fraction"] > 0
         assert abs(r["roofline_fraction"] - r["examples_per_sec"] / r["roofline_examples_per_sec"]) < 1e-9
+
+
+def test_supervision_rate_sweep_endpoints(tmp_path, mnist_dir):
+    out = tmp_path / "rate.json"
+    stdout = run("supervision_rate.py", "--data-dir", mnist_dir, "--rates", "0,0.5,1.0", "--labels", "10",
+                 "--epochs", "1", "--steps-per-epoch", "20", "--runs-dir", str(tmp_path / "runs"),
+                 "--out", str(out))
+    rows = json.load(open(out))["runs"]
+    assert [r["supervision_rate"] for r in rows] == [0.0, 0.5, 1.0]
+    assert all(0 <= r["test_error"] <= 1 for r in rows)
+    assert os.path.getsize(tmp_path / "rate.png") > 1000 and "| 10 |" in stdout

@@ -1,0 +1,86 @@
+"""The paper's Fig. 2(b): test error against the supervision rate r, at several l.
+
+    python benchmarks/supervision_rate.py --data-dir ../shared/data/mnist \
+        --rates 0,0.01,0.05,0.1,0.5,1.0 --labels 10,100 --out benchmarks/results/supervision_rate.json
+
+A fraction r of minibatches are labelled minibatches drawn from the repeated labelled pool
+(`rate` mode); every run takes the same number of steps. Writes JSON, prints a markdown
+table, and draws the curves to the PNG beside the JSON. Runs are resumable as in paper_table.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def plot(rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    for l in sorted({r["labels_per_class"] for r in rows}):
+        pts = sorted((r["supervision_rate"], 100 * r["test_error"]) for r in rows if r["labels_per_class"] == l)
+        # r = 0 sits left of the log axis' first tick
+        xs = [max(x, 3e-3) for x, _ in pts]
+        ax.plot(xs, [y for _, y in pts], "o-", label=f"{l} labels per class")
+    ax.set_xscale("log")
+    ax.set_xlabel("supervision rate r (r = 0 drawn at 0.003)")
+    ax.set_ylabel("test error (%)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--preset", default="mnist-paper")
+    p.add_argument("--rates", default="0,0.01,0.05,0.1,0.5,1.0")
+    p.add_argument("--labels", default="10,100")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--steps-per-epoch", type=int)
+    p.add_argument("--runs-dir", default="runs/supervision_rate")
+    args = p.parse_args(argv)
+
+    from tfstructvae import get_preset
+    from tfstructvae.train import train_and_evaluate, write_json_atomic
+
+    rows = []
+    for l in [int(v) for v in args.labels.split(",")]:
+        for r in [float(v) for v in args.rates.split(",")]:
+            cfg = get_preset(args.preset).override(**{
+                "data.data_dir": args.data_dir, "data.labels_per_class": l, "data.supervision_mode": "rate",
+                "data.supervision_rate": r, "data.label_seed": args.seed, "data.data_seed": args.seed,
+                "train.init_seed": args.seed, "train.epochs": args.epochs,
+                "train.steps_per_epoch": args.steps_per_epoch})
+            run_dir = os.path.join(args.runs_dir, f"{args.preset}-l{l}-r{r}-s{args.seed}")
+            done = os.path.join(run_dir, "metrics.json")
+            metrics = json.load(open(done)) if os.path.isfile(done) else \
+                train_and_evaluate(cfg, run_dir, overwrite=True, verbose=0)
+            rows.append({"preset": args.preset, "labels_per_class": l, "supervision_rate": r,
+                         "seed": args.seed, "test_error": metrics["test_error"], "epochs": metrics["epochs"],
+                         "wall_time_s": metrics["wall_time_s"]})
+            print(f"l={l:<4d} r={r:<5g} test error {100 * metrics['test_error']:.2f}%  "
+                  f"({metrics['wall_time_s']:.0f} s)", flush=True)
+            write_json_atomic(args.out, {"runs": rows, "command": " ".join(
+                ["python", "benchmarks/supervision_rate.py", *(argv or sys.argv[1:])])})
+    png = os.path.splitext(args.out)[0] + ".png"
+    plot(rows, png)
+    rates = sorted({r["supervision_rate"] for r in rows})
+    print("\n| l per class | " + " | ".join(f"r={r:g}" for r in rates) + " |")
+    print("|" + " --- |" * (1 + len(rates)))
+    for l in sorted({r["labels_per_class"] for r in rows}):
+        cells = {r["supervision_rate"]: r["test_error"] for r in rows if r["labels_per_class"] == l}
+        print(f"| {l} | " + " | ".join(f"{100 * cells[r]:.2f}" for r in rates) + " |")
+    print(f"\nplot: {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
