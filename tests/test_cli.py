@@ -147,3 +147,21 @@ def test_export_serves_in_a_fresh_process_without_the_package(trained_run, tmp_p
     np.testing.assert_allclose(got["encode_z_mean"], model.encode(x)["z"].mean().numpy(), atol=1e-5)
     assert got["decode"] == [2, 28, 28, 1] and got["reconstruct"] == [3, 28, 28, 1]
     assert len(got["refused"]) == 2 and "accepted_bad" not in got and got["range_error"] is True
+
+
+@pytest.mark.parametrize("source", ["run", "saved_model"])
+def test_analogies_and_style_grid_commands(trained_run, tmp_path, mnist_dir, source):
+    import tensorflow as tf
+    run_dir, _ = trained_run
+    model = run_dir
+    if source == "saved_model":
+        model = str(tmp_path / "sm")
+        assert run_cli("export", run_dir, model).returncode == 0
+    png = str(tmp_path / "analogies.png")
+    result = run_cli("analogies", model, "--out", png, "--data-dir", mnist_dir, "--count", "4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert tf.io.decode_png(tf.io.read_file(png)).shape == (4 * 29 - 1, 12 * 29 - 1, 1)
+    grid = str(tmp_path / "grid.png")
+    result = run_cli("style-grid", model, "--out", grid, "--steps", "5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert tf.io.decode_png(tf.io.read_file(grid)).shape[-1] == 1

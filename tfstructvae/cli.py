@@ -91,6 +91,26 @@ def export_run(run_dir: str, out_dir: str) -> dict:
     return {"saved_model": out_dir, "reload_max_abs_diff": max(diffs.values())}
 
 
+def draw(args) -> dict:
+    import numpy as np
+    from tfstructvae import visualize
+    codec = visualize.Codec(args.model)
+    if args.command == "style-grid":
+        image = visualize.style_figure(codec, steps=args.steps)
+    else:
+        import os
+        from tfstructvae.config import Config
+        from tfstructvae.data import load_dataset
+        cfg_path = os.path.join(args.model, "config.json")   # runs and exports both carry it
+        cfg = Config.from_dict(json.load(open(cfg_path))) if os.path.isfile(cfg_path) else Config()
+        data = load_dataset(cfg.data.dataset, args.data_dir or cfg.data.data_dir)
+        # one source image of each class first, then the next test images
+        first = [int(np.flatnonzero(data.y_test == k)[0]) for k in range(codec.num_classes)]
+        idx = (first + [i for i in range(len(data.y_test)) if i not in first])[:args.count]
+        image = visualize.analogy_figure(codec, data.x_test[idx].astype(np.float32) / 255.0)
+    return {"png": visualize.save_png(image, args.out), "shape": list(image.shape)}
+
+
 def _verbosity(v: str):
     return v if v == "auto" else int(v)
 
@@ -106,6 +126,15 @@ def main(argv=None) -> int:
     ex = sub.add_parser("export", help="export a run as a SavedModel (classify, encode, decode, reconstruct)")
     ex.add_argument("run_dir")
     ex.add_argument("out_dir")
+    an = sub.add_parser("analogies", help="PNG: each test image's style decoded with every class")
+    an.add_argument("model", help="a run directory or an exported SavedModel")
+    an.add_argument("--out", required=True)
+    an.add_argument("--data-dir")
+    an.add_argument("--count", type=int, default=10, help="number of source images")
+    sg = sub.add_parser("style-grid", help="PNG: a grid over a 2-d style for every class")
+    sg.add_argument("model", help="a run directory or an exported SavedModel")
+    sg.add_argument("--out", required=True)
+    sg.add_argument("--steps", type=int, default=8)
     args = parser.parse_args(argv)
 
     from tfstructvae.callbacks import NonFiniteError
@@ -119,6 +148,8 @@ def main(argv=None) -> int:
                 cfg = read_run_config(args.output_dir)
             metrics = train_and_evaluate(cfg, args.output_dir, overwrite=args.overwrite,
                                          resume=args.resume, verbose=_verbosity(args.verbose))
+        elif args.command in ("analogies", "style-grid"):
+            metrics = draw(args)
         elif args.command == "export":
             metrics = export_run(args.run_dir, args.out_dir)
         else:

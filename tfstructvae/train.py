@@ -26,6 +26,7 @@ from tfstructvae.config import Config, ConfigError
 from tfstructvae.data import (IMAGE_SHAPES, ImageDataset, evaluation_pipeline, labelled_split, load_dataset,
                               training_pipeline)
 from tfstructvae.model import StructuredVAE
+from tfstructvae.visualize import ImageSummaries
 
 EVAL_BATCH = 500
 
@@ -126,6 +127,7 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
     cbs = [guard,
            keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), delete_checkpoint=False),
            keras.callbacks.TensorBoard(log_dir, update_freq="epoch"),
+           ImageSummaries(log_dir, data.x_test[:8].astype(np.float32) / 255.0),
            *callbacks]
     history = model.fit(train_ds, epochs=cfg.train.epochs, steps_per_epoch=steps,
                         validation_data=validation, callbacks=cbs, verbose=verbose)
