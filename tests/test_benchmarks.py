@@ -49,3 +49,17 @@ def test_supervision_rate_sweep_endpoints(tmp_path, mnist_dir):
     assert [r["supervision_rate"] for r in rows] == [0.0, 0.5, 1.0]
     assert all(0 <= r["test_error"] <= 1 for r in rows)
     assert os.path.getsize(tmp_path / "rate.png") > 1000 and "| 10 |" in stdout
+
+
+def test_analogy_benchmark_on_a_tiny_run(tmp_path, mnist_dir):
+    from tfstructvae import get_preset
+    from tfstructvae.train import train_and_evaluate
+    cfg = get_preset("mnist-paper").override(**{"data.data_dir": mnist_dir, "train.epochs": 1,
+                                                "train.steps_per_epoch": 30})
+    train_and_evaluate(cfg, str(tmp_path / "run"), verbose=0)
+    out = tmp_path / "an.json"
+    run("analogies.py", str(tmp_path / "run"), "--data-dir", mnist_dir, "--sources", "20",
+        "--classifier-epochs", "1", "--out", str(out))
+    result = json.load(open(out))
+    assert 0 <= result["analogy_accuracy"] <= 1 and len(result["analogy_accuracy_per_class"]) == 10
+    assert result["style_consistency"] <= 1 and result["classifier_test_accuracy"] > 0.95

@@ -5,6 +5,7 @@ plain TF ops, no TFP or Keras objects. Signatures (batch dimension free):
 
     classify(images f32 [B,H,W,C])             -> probabilities [B,K]
     encode(images)                             -> probabilities [B,K], <node>_mean, <node>_scale [B,D]
+    encode_given_class(images, classes i32 [B]) -> the same, with q(z | x, y=classes)
     decode(classes i32 [B], <node> f32 [B,D])  -> pixel_probabilities [B,H,W,C]
     reconstruct(images)                        -> pixel_probabilities [B,H,W,C], probabilities [B,K]
 
@@ -30,6 +31,9 @@ class ServingModule(tf.Module):
         self.classify = tf.function(self._classify, input_signature=[image_spec])
         self.encode = tf.function(self._encode, input_signature=[image_spec])
         self.reconstruct = tf.function(self._reconstruct, input_signature=[image_spec])
+        self.encode_given_class = tf.function(
+            self._encode_given_class,
+            input_signature=[image_spec, tf.TensorSpec([None], tf.int32, name="classes")])
         decode_specs = [tf.TensorSpec([None], tf.int32, name="classes")] + [
             tf.TensorSpec([None, n.size], tf.float32, name=n.name) for n in self.continuous]
         self.decode = tf.function(self._decode, input_signature=decode_specs)
@@ -42,18 +46,25 @@ class ServingModule(tf.Module):
     def _classify(self, images):
         return {"probabilities": self.model.classify(self._checked(images))}
 
-    def _encode(self, images):
-        q = self.model.encode(self._checked(images))
+    def _encode(self, images, classes=None):
+        q = self.model.encode(self._checked(images), y=classes)
         out = {"probabilities": q[self.model.label_node.name].probs_parameter()}
         for node in self.continuous:
             out[f"{node.name}_mean"] = q[node.name].mean()
             out[f"{node.name}_scale"] = q[node.name].stddev()
         return out
 
-    def _decode(self, classes, *latents):
+    def _encode_given_class(self, images, classes):
+        return self._encode(images, self._checked_classes(classes))
+
+    def _checked_classes(self, classes):
         tf.debugging.assert_less(classes, self.model.num_classes,
                                  message=f"classes must lie in [0, {self.model.num_classes})")
         tf.debugging.assert_non_negative(classes, message="classes must be >= 0")
+        return classes
+
+    def _decode(self, classes, *latents):
+        classes = self._checked_classes(classes)
         return {"pixel_probabilities": self.model.decode(classes, *latents).mean()}
 
     def _reconstruct(self, images):
@@ -69,7 +80,7 @@ def export_saved_model(model: StructuredVAE, out_dir: str, config_json: str | No
     """Write a SavedModel to out_dir; return the reload check's maximum absolute differences."""
     module = ServingModule(model)
     signatures = {name: getattr(module, name).get_concrete_function()
-                  for name in ("classify", "encode", "decode", "reconstruct")}
+                  for name in ("classify", "encode", "encode_given_class", "decode", "reconstruct")}
     tf.saved_model.save(module, out_dir, signatures=signatures)
     if config_json is not None:
         with open(os.path.join(out_dir, "config.json"), "w") as f:
@@ -87,6 +98,7 @@ def reload_check(module: ServingModule, out_dir: str, atol: float = 1e-5) -> dic
     calls = {"classify": ((images,), {"images": images}),
              "encode": ((images,), {"images": images}),
              "reconstruct": ((images,), {"images": images}),
+             "encode_given_class": ((images, classes), {"images": images, "classes": classes}),
              "decode": ((classes, *latents.values()), {"classes": classes, **latents})}
     diffs = {}
     for name, (args, kwargs) in calls.items():

@@ -130,7 +130,7 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
            ImageSummaries(log_dir, data.x_test[:8].astype(np.float32) / 255.0),
            *callbacks]
     history = model.fit(train_ds, epochs=cfg.train.epochs, steps_per_epoch=steps,
-                        validation_data=validation, callbacks=cbs, verbose=verbose)
+                        validation_data=validation, callbacks=cbs, verbose=verbose, shuffle=False)
     guard.raise_if_failed(f"the last good epoch is kept in {os.path.join(run_dir, 'backup')}; "
                           "no weights or metrics were written")
     train_time = time.time() - start

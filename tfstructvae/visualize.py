@@ -33,6 +33,7 @@ class Codec:
             self.num_classes = int(enc.structured_outputs["probabilities"].shape[-1])
             self.style_dim = int(dec.structured_input_signature[1][self.style_name].shape[-1])
             self._enc, self._dec = enc, dec
+            self._enc_at = source.signatures["encode_given_class"]
         else:                                        # a StructuredVAE
             styles = source.latent_graph.continuous
             if len(styles) != 1:
@@ -47,6 +48,14 @@ class Codec:
             return out["probabilities"].numpy(), out[f"{self.style_name}_mean"].numpy()
         q = self.source.encode(images)
         return (q[self.source.label_node.name].probs_parameter().numpy(), q[self.style_name].mean().numpy())
+
+    def style_at(self, images, classes):
+        """Mean of q(z | x, y=classes): the style read at a given class, not the inferred one."""
+        images = tf.convert_to_tensor(images, tf.float32)
+        classes = tf.convert_to_tensor(classes, tf.int32)
+        if hasattr(self, "_enc_at"):
+            return self._enc_at(images=images, classes=classes)[f"{self.style_name}_mean"].numpy()
+        return self.source.encode(images, y=classes)[self.style_name].mean().numpy()
 
     def decode(self, classes, style):
         classes = tf.convert_to_tensor(classes, tf.int32)
