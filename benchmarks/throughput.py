@@ -147,9 +147,12 @@ def main(argv=None) -> int:
         summary = {
             "enumerate_over_plugin_time": enum["step_ms"] / plug["step_ms"],
             "enumerate_over_plugin_matmul_flops": enum["matmul_gflop_per_step"] / plug["matmul_gflop_per_step"],
+            # the prediction from the extra decoder work, at this machine's matmul speed per shape
+            "enumerate_over_plugin_roofline_time": enum["roofline_ms"] / plug["roofline_ms"],
         }
-        print(f"enumerate / plugin: step time x{summary['enumerate_over_plugin_time']:.2f}, "
-              f"matmul work x{summary['enumerate_over_plugin_matmul_flops']:.2f}")
+        print(f"enumerate / plugin: step time x{summary['enumerate_over_plugin_time']:.2f}; predicted by the "
+              f"extra matmul work: x{summary['enumerate_over_plugin_roofline_time']:.2f} in roofline time, "
+              f"x{summary['enumerate_over_plugin_matmul_flops']:.2f} in FLOPs")
     out = {"results": results, "summary": summary,
            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                        "python": sys.version.split()[0], "tensorflow": tf.__version__},

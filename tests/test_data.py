@@ -181,3 +181,14 @@ def test_pipeline_is_deterministic_for_a_seed():
 def test_impossible_data_configs(changes, message):
     with pytest.raises(ConfigError, match=message):
         DataConfig(**changes).validate()
+
+
+@pytest.mark.parametrize("mode", ["rate", "share"])
+def test_pipeline_resumes_exactly_at_a_step(mode):
+    cfg = DataConfig(batch_size=20, supervision_mode=mode, supervision_rate=0.3, labelled_share=0.25, data_seed=5)
+    full, _ = training_pipeline(*pools(), cfg)
+    later, _ = training_pipeline(*pools(), cfg, start_step=37)
+    expected = list(full.take(37 + 10))[37:]
+    for (xa, ya), (xb, yb) in zip(expected, later.take(10)):
+        np.testing.assert_array_equal(ya.numpy(), yb.numpy())
+        np.testing.assert_array_equal(xa.numpy(), xb.numpy())

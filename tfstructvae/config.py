@@ -180,20 +180,26 @@ def _mnist_paper() -> Config:
     # The paper: MLP with one hidden layer of 512 per network, plug-in estimator,
     # Adam 1e-3, minibatches of 100, labelled batches at a supervision rate.
     return Config(preset="mnist-paper",
-                  data=DataConfig(dataset="mnist", batch_size=100, supervision_rate=0.1),
+                  data=DataConfig(dataset="mnist", batch_size=100, supervision_mode="rate",
+                                  supervision_rate=0.1),
                   model=ModelConfig(style_dim=2, hidden_units=(512,)),
                   objective=ObjectiveConfig(estimator="plugin", alpha=50.0),
-                  train=TrainConfig(epochs=30, learning_rate=1e-3))
+                  train=TrainConfig(epochs=20, learning_rate=1e-3))
 
 
 def _mnist() -> Config:
-    # The default: the paper's networks with the regularisers that make the few
-    # labels count (see README "Presets" for how it was chosen on validation data).
+    # The default: the paper's networks (MLP-512, 2-d style), chosen on a 5,000-image
+    # validation split (README "Presets"): enumeration keeps the decoder from reading a
+    # soft y as a style code; 20 of every 100 examples labelled (share mode); virtual
+    # adversarial consistency on q(y|x) at the classifier's weight; entropy weight 1
+    # cancels the +H(q(y|x)) reward inside U(x).
     base = _mnist_paper()
     return dataclasses.replace(
         base, preset="mnist",
-        objective=dataclasses.replace(base.objective, entropy_weight=1.0, consistency_weight=1.0),
-        train=dataclasses.replace(base.train, lr_decay="cosine"))
+        data=dataclasses.replace(base.data, supervision_mode="share", labelled_share=0.2),
+        objective=dataclasses.replace(base.objective, estimator="enumerate", entropy_weight=1.0,
+                                      consistency_weight=50.0, consistency_epsilon=2.0),
+        train=dataclasses.replace(base.train, epochs=20, lr_decay="cosine"))
 
 
 def _fashion_mnist() -> Config:

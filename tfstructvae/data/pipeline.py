@@ -9,7 +9,8 @@ shape (B,) with -1 marking an unlabelled example. Two modes:
   r=1: labelled pool only.
 - `share` (Kingma et al.): every minibatch holds round(s * B) labelled examples.
 
-Both are seeded (data_seed) and deterministic for a seed, with no Python per step.
+Both are seeded (data_seed) and deterministic for a seed, with no Python per step,
+and can start at any step of the stream (for exact resumption).
 """
 
 from __future__ import annotations
@@ -27,30 +28,36 @@ def to_model_inputs(x, y):
     return tf.cast(x, tf.float32) / 255.0, tf.cast(y, tf.int32)
 
 
-def _repeated_batches(x, y, batch_size, seed):
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    return (ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-              .repeat()
-              .batch(batch_size, drop_remainder=True))
+def _index_batches(indices: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
+    """Batches of indices into the pool, reshuffled every pass, repeated forever."""
+    return (tf.data.Dataset.from_tensor_slices(indices.astype(np.int64))
+            .shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
+            .repeat()
+            .batch(batch_size, drop_remainder=True))
 
 
 def training_pipeline(x_unlabelled: np.ndarray, x_labelled: np.ndarray, y_labelled: np.ndarray,
-                      cfg: DataConfig) -> tuple[tf.data.Dataset, int]:
+                      cfg: DataConfig, start_step: int = 0) -> tuple[tf.data.Dataset, int]:
     """An infinite dataset of training minibatches and the number of steps in an epoch.
 
     An epoch is (unlabelled + labelled examples) // batch_size steps in every mode,
     so runs that differ only in r or s take the same number of steps.
+
+    The pipeline shuffles and mixes *indices* and gathers the images last, so
+    `start_step=k` (skipping k batches of indices, which is cheap) yields exactly
+    the batches an uninterrupted run sees from step k on: this is how a resumed
+    run continues the same data stream.
     """
     cfg.validate()
     B = cfg.batch_size
     n_u, n_l = len(x_unlabelled), len(x_labelled)
-    y_unlabelled = np.full([n_u], -1, np.int32)
+    # One pool: unlabelled examples first (label -1), then the labelled ones.
+    pool_x = np.concatenate([x_unlabelled, x_labelled]) if n_l else x_unlabelled
+    pool_y = np.concatenate([np.full([n_u], -1, np.int32), y_labelled.astype(np.int32)])
+    u_idx, l_idx = np.arange(n_u), n_u + np.arange(n_l)
     # Seeds per part, derived from data_seed, so the parts do not shuffle in lockstep.
     seed_u, seed_l, seed_mix = (cfg.data_seed * 3 + k for k in range(3))
-    if cfg.supervision_mode == "rate":
-        share_labelled = cfg.supervision_rate
-    else:
-        share_labelled = cfg.labelled_share
+    share_labelled = cfg.supervision_rate if cfg.supervision_mode == "rate" else cfg.labelled_share
     needs_u, needs_l = share_labelled < 1, share_labelled > 0
     if needs_u and n_u == 0:
         raise DataError(f"{cfg.supervision_mode}={share_labelled} needs unlabelled examples, "
@@ -59,31 +66,26 @@ def training_pipeline(x_unlabelled: np.ndarray, x_labelled: np.ndarray, y_labell
         raise DataError(f"{cfg.supervision_mode}={share_labelled} needs labelled examples, "
                         "but the labelled pool is empty")
 
-    if cfg.supervision_mode == "rate":
-        parts = []
-        if needs_u:
-            parts.append(_repeated_batches(x_unlabelled, y_unlabelled, B, seed_u))
-        if needs_l:
-            parts.append(_repeated_batches(x_labelled, y_labelled.astype(np.int32), B, seed_l))
-        if len(parts) == 1:
-            ds = parts[0]
-        else:
-            ds = tf.data.Dataset.sample_from_datasets(
-                parts, weights=[1.0 - share_labelled, share_labelled], seed=seed_mix)
+    if not needs_l:
+        idx = _index_batches(u_idx, B, seed_u)
+    elif not needs_u:
+        idx = _index_batches(l_idx, B, seed_l)
+    elif cfg.supervision_mode == "rate":
+        idx = tf.data.Dataset.sample_from_datasets(
+            [_index_batches(u_idx, B, seed_u), _index_batches(l_idx, B, seed_l)],
+            weights=[1.0 - share_labelled, share_labelled], seed=seed_mix)
     else:
-        b_l = round(share_labelled * B) if needs_u and needs_l else (B if needs_l else 0)
-        if needs_u and needs_l:
-            u = _repeated_batches(x_unlabelled, y_unlabelled, B - b_l, seed_u)
-            lab = _repeated_batches(x_labelled, y_labelled.astype(np.int32), b_l, seed_l)
-            ds = tf.data.Dataset.zip(u, lab).map(
-                lambda a, b: (tf.concat([a[0], b[0]], 0), tf.concat([a[1], b[1]], 0)))
-        elif needs_l:
-            ds = _repeated_batches(x_labelled, y_labelled.astype(np.int32), B, seed_l)
-        else:
-            ds = _repeated_batches(x_unlabelled, y_unlabelled, B, seed_u)
+        b_l = round(share_labelled * B)
+        idx = tf.data.Dataset.zip(_index_batches(u_idx, B - b_l, seed_u),
+                                  _index_batches(l_idx, b_l, seed_l)).map(lambda u, l: tf.concat([u, l], 0))
+
+    images, labels = tf.constant(pool_x), tf.constant(pool_y)
+
+    def gather(batch_indices):
+        return to_model_inputs(tf.gather(images, batch_indices), tf.gather(labels, batch_indices))
 
     steps = max(1, (n_u + n_l) // B)
-    return ds.map(to_model_inputs, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE), steps
+    return (idx.skip(start_step).map(gather, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE), steps)
 
 
 def evaluation_pipeline(x: np.ndarray, y: np.ndarray, batch_size: int) -> tf.data.Dataset:
