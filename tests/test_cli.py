@@ -26,7 +26,7 @@ def trained_run(tmp_path_factory, mnist_dir):
 
 def test_train_writes_a_complete_run(trained_run):
     run_dir, result = trained_run
-    for name in ("config.json", "metrics.json", "history.json", "model.weights.h5"):
+    for name in ("config.json", "metrics.json", "history.csv", "model.weights.h5"):
         assert os.path.isfile(os.path.join(run_dir, name)), name
     assert os.listdir(os.path.join(run_dir, "logs", "train"))             # TensorBoard events
     metrics = json.load(open(os.path.join(run_dir, "metrics.json")))

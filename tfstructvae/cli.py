@@ -140,7 +140,8 @@ def main(argv=None) -> int:
     from tfstructvae.callbacks import NonFiniteError
     from tfstructvae.config import ConfigError
     from tfstructvae.data import DataError
-    from tfstructvae.train import RunDirError, evaluate_run, read_run_config, train_and_evaluate
+    from tfstructvae.train import (RunDirError, TrainingInterrupted, evaluate_run, read_run_config,
+                                   train_and_evaluate)
     try:
         if args.command == "train":
             cfg = config_from_args(args)
@@ -154,6 +155,9 @@ def main(argv=None) -> int:
             metrics = export_run(args.run_dir, args.out_dir)
         else:
             metrics = evaluate_run(args.run_dir, data_dir=args.data_dir)
+    except TrainingInterrupted as e:
+        print(f"tfstructvae {args.command}: {e}", file=sys.stderr)
+        return 130
     except (ConfigError, DataError, RunDirError, NonFiniteError) as e:
         print(f"tfstructvae {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -116,7 +116,9 @@ class TrainConfig:
     lr_decay: str = "none"   # "none" or "cosine" (to 0 over the run)
     init_seed: int = 0       # initialisation and the model's sampling noise
     jit_compile: bool = True
-    steps_per_epoch: int | None = None   # default: one pass over the unlabelled pool
+    steps_per_epoch: int | None = None   # default: one pass over the training pool
+    checkpoint_every_steps: int | None = None   # default: at every epoch's end only
+    deterministic: bool = False   # tf.config.experimental.enable_op_determinism()
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -125,8 +127,9 @@ class TrainConfig:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.lr_decay not in ("none", "cosine"):
             raise ConfigError(f"unknown lr_decay {self.lr_decay!r}; expected 'none' or 'cosine'")
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise ConfigError(f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
+        for name in ("steps_per_epoch", "checkpoint_every_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

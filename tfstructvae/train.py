@@ -4,9 +4,9 @@ A run directory holds
 
     config.json          the resolved Config
     model.weights.h5     final weights (Keras format)
-    backup/              Keras BackupAndRestore state while training (for --resume)
-    logs/                TensorBoard: every objective term, accuracy, hparams
-    history.json         per-epoch metrics
+    checkpoints/         the training state (model, optimizer, step, sampling seed) for --resume
+    logs/                TensorBoard: every objective term, accuracy, hparams, images
+    history.csv          per-epoch metrics (appended across resumes)
     metrics.json         test_error (fraction), the test ELBO terms, wall_time_s, ...
 """
 
@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfstructvae.callbacks import StopOnNonFinite
+from tfstructvae.checkpointing import CheckpointEvery, restore_latest
 from tfstructvae.config import Config, ConfigError
 from tfstructvae.data import (IMAGE_SHAPES, ImageDataset, evaluation_pipeline, labelled_split, load_dataset,
                               training_pipeline)
@@ -33,6 +34,10 @@ EVAL_BATCH = 500
 
 class RunDirError(ValueError):
     """An output directory that cannot be used as asked."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT or SIGTERM stopped training after its state was saved."""
 
 
 def write_json_atomic(path: str, obj) -> None:
@@ -110,33 +115,47 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
         prepare_run_dir(run_dir, overwrite=overwrite, resume=False)
         write_json_atomic(os.path.join(run_dir, "config.json"), cfg.to_dict())
 
+    if cfg.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(cfg.train.init_seed)
-    train_ds, steps = training_pipeline(
-        data.x_train[split.unlabelled], data.x_train[split.labelled], data.y_train[split.labelled],
-        cfg.data)
+    x_u, x_l, y_l = data.x_train[split.unlabelled], data.x_train[split.labelled], data.y_train[split.labelled]
+    _, steps = training_pipeline(x_u, x_l, y_l, cfg.data)
     steps = cfg.train.steps_per_epoch or steps
     validation = (evaluation_pipeline(data.x_train[split.validation], data.y_train[split.validation],
                                       EVAL_BATCH) if len(split.validation) else None)
     model = compile_model(build_model(cfg, data.image_shape), cfg, steps)
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    start_step = restore_latest(model, ckpt_dir) if resume else 0
 
     log_dir = os.path.join(run_dir, "logs")
     if not resume:
         _write_hparams(log_dir, cfg)
     guard = StopOnNonFinite()
-    # The backup is kept after training: it is the last good state if a later step fails.
-    cbs = [guard,
-           keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), delete_checkpoint=False),
+    saver = CheckpointEvery(ckpt_dir, cfg.train.checkpoint_every_steps or steps)
+    cbs = [guard, saver,
+           keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
            keras.callbacks.TensorBoard(log_dir, update_freq="epoch"),
            ImageSummaries(log_dir, data.x_test[:8].astype(np.float32) / 255.0),
            *callbacks]
-    history = model.fit(train_ds, epochs=cfg.train.epochs, steps_per_epoch=steps,
-                        validation_data=validation, callbacks=cbs, verbose=verbose, shuffle=False)
-    guard.raise_if_failed(f"the last good epoch is kept in {os.path.join(run_dir, 'backup')}; "
-                          "no weights or metrics were written")
+
+    def fit(first_step, initial_epoch, epochs, steps_per_epoch):
+        train_ds, _ = training_pipeline(x_u, x_l, y_l, cfg.data, start_step=first_step)
+        model.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+                  validation_data=validation, callbacks=cbs, verbose=verbose, shuffle=False)
+
+    epoch, offset = divmod(start_step, steps)
+    if offset:   # finish the epoch the interruption cut short, on the same minibatches
+        fit(start_step, epoch, epoch + 1, steps - offset)
+        epoch += 1
+    if epoch < cfg.train.epochs and not (saver.interrupted or guard.message):
+        fit(epoch * steps, epoch, cfg.train.epochs, steps)
+    guard.raise_if_failed(f"the last good state is kept in {ckpt_dir}; no weights or metrics were written")
+    if saver.interrupted:
+        raise TrainingInterrupted(
+            f"interrupted by {saver.interrupted} at step {int(model.optimizer.iterations.numpy())}; "
+            f"the state is saved in {ckpt_dir}: continue with --resume")
     train_time = time.time() - start
     model.save_weights(os.path.join(run_dir, "model.weights.h5"))
-    write_json_atomic(os.path.join(run_dir, "history.json"),
-                      {k: [float(v) for v in vs] for k, vs in history.history.items()})
 
     metrics = evaluate_model(model, data, cfg)
     metrics.update({
@@ -147,6 +166,7 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
         "estimator": cfg.objective.estimator,
         "epochs": cfg.train.epochs,
         "steps_per_epoch": steps,
+        "resumed_from_step": start_step,
         "seeds": {"label": cfg.data.label_seed, "data": cfg.data.data_seed, "init": cfg.train.init_seed},
         "train_time_s": train_time,
         "wall_time_s": time.time() - start,

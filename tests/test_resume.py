@@ -1,0 +1,95 @@
+"""Interrupted runs resume exactly; same seeds give the same run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+EPOCHS, STEPS, EVERY = 2, 150, 20
+
+
+def train_cmd(run_dir, mnist_dir, *extra):
+    return [sys.executable, "-m", "tfstructvae.cli", "train", "--preset", "mnist-paper", "--data-dir", mnist_dir,
+            "--epochs", str(EPOCHS), "--steps-per-epoch", str(STEPS), "--seed", "3", "--output-dir", run_dir,
+            "--set", f"train.checkpoint_every_steps={EVERY}", "--set", "train.deterministic=true",
+            "--verbose", "0", *extra]
+
+
+def comparable(run_dir):
+    metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
+    return {k: v for k, v in metrics.items() if not k.endswith("time_s") and k != "resumed_from_step"}
+
+
+def weights(run_dir):
+    import h5py
+    out = {}
+    with h5py.File(os.path.join(run_dir, "model.weights.h5")) as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if hasattr(obj, "shape") else None)
+    return out
+
+
+def checkpoint_step(run_dir):
+    from tfstructvae.checkpointing import latest_step
+    return latest_step(os.path.join(run_dir, "checkpoints"))
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, mnist_dir):
+    run_dir = str(tmp_path_factory.mktemp("ref") / "run")
+    result = subprocess.run(train_cmd(run_dir, mnist_dir), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def test_same_seed_runs_are_identical(reference_run, tmp_path, mnist_dir):
+    run_dir = str(tmp_path / "again")
+    result = subprocess.run(train_cmd(run_dir, mnist_dir), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert comparable(run_dir) == comparable(reference_run)
+    a, b = weights(run_dir), weights(reference_run)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def wait_then(proc, run_dir, min_step, sig):
+    deadline = time.time() + 300
+    while checkpoint_step(run_dir) < min_step:
+        assert proc.poll() is None, "training ended before it could be interrupted"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    return proc.wait(timeout=300)
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(reference_run, tmp_path, mnist_dir):
+    run_dir = str(tmp_path / "killed")
+    proc = subprocess.Popen(train_cmd(run_dir, mnist_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_then(proc, run_dir, STEPS + EVERY, signal.SIGKILL)             # in the second epoch
+    killed_at = checkpoint_step(run_dir)
+    assert STEPS < killed_at < EPOCHS * STEPS and not os.path.exists(os.path.join(run_dir, "metrics.json"))
+    result = subprocess.run(train_cmd(run_dir, mnist_dir, "--resume"), capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.load(open(os.path.join(run_dir, "metrics.json")))["resumed_from_step"] == killed_at
+    assert comparable(run_dir) == comparable(reference_run)
+    a, b = weights(run_dir), weights(reference_run)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_sigterm_saves_state_and_says_how_to_resume(reference_run, tmp_path, mnist_dir):
+    run_dir = str(tmp_path / "term")
+    proc = subprocess.Popen(train_cmd(run_dir, mnist_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    code = wait_then(proc, run_dir, EVERY, signal.SIGTERM)
+    stderr = proc.stderr.read()
+    assert code == 130, stderr[-2000:]
+    assert "interrupted by SIGTERM at step" in stderr and "--resume" in stderr
+    stopped = checkpoint_step(run_dir)
+    assert stopped >= EVERY
+    result = subprocess.run(train_cmd(run_dir, mnist_dir, "--resume"), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert comparable(run_dir) == comparable(reference_run)
