@@ -69,14 +69,20 @@ def load_data(cfg: Config) -> ImageDataset:
     return load_dataset(cfg.data.dataset, cfg.data.data_dir)
 
 
-def prepare_run_dir(run_dir: str, overwrite: bool, resume: bool) -> None:
+def check_run_dir(run_dir: str, overwrite: bool, resume: bool) -> bool:
+    """Refuse to reuse a run directory unless asked; return whether it holds a run."""
     has_run = os.path.exists(os.path.join(run_dir, "config.json"))
     if has_run and not (overwrite or resume):
         raise RunDirError(f"{run_dir} already holds a run (config.json); pass --resume to continue "
                           "it or --overwrite to replace it")
     if resume and not has_run:
         raise RunDirError(f"--resume: {run_dir} holds no run (no config.json)")
-    if has_run and overwrite and not resume:
+    return has_run
+
+
+def prepare_run_dir(run_dir: str, overwrite: bool) -> None:
+    """Create (or, with overwrite, replace) the run directory; call once the inputs are valid."""
+    if check_run_dir(run_dir, overwrite, resume=False) and overwrite:
         shutil.rmtree(run_dir)
     os.makedirs(run_dir, exist_ok=True)
 
@@ -99,8 +105,8 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
                        verbose="auto", callbacks=()) -> dict:
     """Train `cfg` into `run_dir`, evaluate on the test set, write metrics.json; return the metrics."""
     start = time.time()
+    check_run_dir(run_dir, overwrite, resume)
     if resume:
-        prepare_run_dir(run_dir, overwrite=False, resume=True)
         if read_run_config(run_dir) != cfg:
             raise ConfigError(f"--resume: the configuration differs from the one saved in {run_dir}; "
                               "resume with the same settings (or none: they are read from the run)")
@@ -112,7 +118,7 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
         raise ConfigError(f"model.num_classes={cfg.model.num_classes} but {data.name} has "
                           f"{data.num_classes} classes")
     if not resume:
-        prepare_run_dir(run_dir, overwrite=overwrite, resume=False)
+        prepare_run_dir(run_dir, overwrite=overwrite)
         write_json_atomic(os.path.join(run_dir, "config.json"), cfg.to_dict())
 
     if cfg.train.deterministic:

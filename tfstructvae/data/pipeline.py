@@ -28,6 +28,25 @@ def to_model_inputs(x, y):
     return tf.cast(x, tf.float32) / 255.0, tf.cast(y, tf.int32)
 
 
+def check_arrays(x_unlabelled, x_labelled, y_labelled, num_classes: int = 10) -> None:
+    """uint8 images of one shape; integer labels in [0, num_classes), one per labelled image."""
+    for name, x in (("unlabelled images", x_unlabelled), ("labelled images", x_labelled)):
+        if x.dtype != np.uint8:
+            raise DataError(f"{name} must be uint8 pixels (0..255), got dtype {x.dtype}")
+        if x.ndim != 4:
+            raise DataError(f"{name} must have shape (N, H, W, C), got {x.shape}")
+    if len(x_unlabelled) and len(x_labelled) and x_unlabelled.shape[1:] != x_labelled.shape[1:]:
+        raise DataError(f"labelled images {x_labelled.shape[1:]} and unlabelled images "
+                        f"{x_unlabelled.shape[1:]} differ in shape")
+    if not np.issubdtype(y_labelled.dtype, np.integer):
+        raise DataError(f"labels must be integers, got dtype {y_labelled.dtype}")
+    if len(y_labelled) != len(x_labelled):
+        raise DataError(f"{len(x_labelled)} labelled images but {len(y_labelled)} labels")
+    if len(y_labelled) and (y_labelled.min() < 0 or y_labelled.max() >= num_classes):
+        raise DataError(f"labels span [{y_labelled.min()}, {y_labelled.max()}]; "
+                        f"expected integers in [0, {num_classes})")
+
+
 def _index_batches(indices: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
     """Batches of indices into the pool, reshuffled every pass, repeated forever."""
     return (tf.data.Dataset.from_tensor_slices(indices.astype(np.int64))
@@ -49,6 +68,7 @@ def training_pipeline(x_unlabelled: np.ndarray, x_labelled: np.ndarray, y_labell
     run continues the same data stream.
     """
     cfg.validate()
+    check_arrays(x_unlabelled, x_labelled, y_labelled)
     B = cfg.batch_size
     n_u, n_l = len(x_unlabelled), len(x_labelled)
     # One pool: unlabelled examples first (label -1), then the labelled ones.
