@@ -63,3 +63,25 @@ def test_analogy_benchmark_on_a_tiny_run(tmp_path, mnist_dir):
     result = json.load(open(out))
     assert 0 <= result["analogy_accuracy"] <= 1 and len(result["analogy_accuracy_per_class"]) == 10
     assert result["style_consistency"] <= 1 and result["classifier_test_accuracy"] > 0.95
+
+
+def test_memory_benchmark_quick(tmp_path, mnist_dir):
+    out = tmp_path / "mem.json"
+    run("memory.py", "--data-dir", mnist_dir, "--epochs", "2", "--steps-per-epoch", "10",
+        "--requests", "5000", "--out", str(out))
+    result = json.load(open(out))
+    assert len(result["training"]["rss_mb_per_epoch"]) == 2 and result["training"]["peak_rss_mb"] > 100
+    assert result["serving"]["requests"] == 5000 and result["serving"]["rss_mb_last"] > 0
+
+
+def test_svhn_benchmark_on_synthetic_official_layout(tmp_path):
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_svhn_conv import write_svhn
+    data = tmp_path / "svhn"
+    data.mkdir()
+    write_svhn(data, n_train=200)
+    out = tmp_path / "svhn.json"
+    stdout = run("svhn.py", "--data-dir", str(data), "--labels", "5", "--epochs", "1", "--steps-per-epoch", "3",
+                 "--skip-checksum", "--runs-dir", str(tmp_path / "runs"), "--out", str(out))
+    (r,) = json.load(open(out))["runs"]
+    assert r["labels_per_class"] == 5 and 0 <= r["test_error"] <= 1 and "| 5 |" in stdout

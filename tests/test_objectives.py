@@ -31,7 +31,7 @@ def test_distribution_shapes():
     p = model.decode(tf.constant([0, 1, 2, 3]), tf.zeros([B, D]))
     assert p.batch_shape == (B,) and p.event_shape == (28, 28, 1)
     # enumeration: all K classes on a leading axis broadcast against the batch
-    q_z_all = model.q_node("z", tf.reshape(x, [B, -1]), [tf.eye(K)[:, None, :]])
+    q_z_all = model.q_node("z", x, [tf.eye(K)[:, None, :]])
     assert q_z_all.batch_shape == (K, B) and q_z_all.event_shape == (D,)
     assert model.classify(x).shape == (B, K)
     np.testing.assert_allclose(model.classify(x).numpy().sum(-1), 1.0, rtol=1e-5)
@@ -39,8 +39,7 @@ def test_distribution_shapes():
 
 def test_normal_kl_matches_closed_form():
     model = tiny_model()
-    x_flat = tf.reshape(images(), [B, -1])
-    q = model.q_node("z", x_flat, [tf.one_hot([0, 3, 5, 9], K)])
+    q = model.q_node("z", images(), [tf.one_hot([0, 3, 5, 9], K)])
     mu, sigma = q.distribution.loc.numpy(), q.distribution.scale.numpy()
     by_hand = 0.5 * np.sum(mu ** 2 + sigma ** 2 - 1.0 - 2.0 * np.log(sigma), axis=-1)
     np.testing.assert_allclose(
@@ -112,8 +111,7 @@ def test_loss_weights_and_warmup():
 def test_virtual_adversarial_kl_is_nonnegative_and_grows_with_epsilon():
     model = tiny_model(consistency_weight=1.0)
     x = images(5, 8)
-    net = model.q_nets[0]
-    logits_fn = lambda xp: net([tf.reshape(xp, [8, -1])])  # noqa: E731
+    logits_fn = lambda xp: model.q_node("y", xp, []).logits_parameter()  # noqa: E731
     logits = logits_fn(x)
     seed = tf.constant([1, 2], tf.int32)
     small = objectives.virtual_adversarial_kl(logits_fn, x, logits, seed, epsilon=0.1).numpy()

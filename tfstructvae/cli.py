@@ -12,6 +12,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="directory with the dataset's IDX or .npz files "
                    "(default: $TFSTRUCTVAE_DATA_DIR, known places, then a prepared TFDS copy)")
     p.add_argument("--output-dir", required=True, help="run directory to create")
+    p.add_argument("--skip-checksum", action="store_true",
+                   help="SVHN: do not check the .mat files against the official md5 sums")
     p.add_argument("--labels-per-class", type=int)
     p.add_argument("--validation-size", type=int, help="examples held out of training for validation")
     p.add_argument("--supervision-mode", choices=("rate", "share"))
@@ -66,6 +68,7 @@ def config_from_args(args):
         "train.learning_rate": args.learning_rate,
         "train.steps_per_epoch": args.steps_per_epoch,
         "train.jit_compile": False if args.no_xla else None,
+        "data.verify_checksum": False if args.skip_checksum else None,
     }
     for item in args.set:
         key, sep, value = item.partition("=")

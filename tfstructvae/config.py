@@ -14,7 +14,8 @@ from typing import Any
 
 ESTIMATORS = ("plugin", "enumerate")
 SUPERVISION_MODES = ("rate", "share")
-LIKELIHOODS = ("bernoulli",)
+LIKELIHOODS = ("bernoulli", "normal")
+NETWORKS = ("mlp", "conv")
 
 
 class ConfigError(ValueError):
@@ -35,6 +36,8 @@ class DataConfig:
     batch_size: int = 100
     label_seed: int = 0   # which examples are labelled
     data_seed: int = 0    # order of the minibatches
+    verify_checksum: bool = True   # SVHN: check the official files' md5 sums
+    use_extra: bool = False        # SVHN: add extra_32x32.mat to the training pool
 
     def validate(self) -> None:
         if self.labels_per_class < 0:
@@ -69,7 +72,8 @@ class ModelConfig:
     num_classes: int = 10
     style_dim: int = 2
     hidden_units: tuple[int, ...] = (512,)
-    likelihood: str = "bernoulli"
+    network: str = "mlp"          # "mlp" (pixels as a vector) or "conv" (conv 32 -> 64, deconv decoder)
+    likelihood: str = "bernoulli" # "bernoulli" for binary-like images, "normal" for colour images
     batch_norm: bool = False
     scale_floor: float = 1e-3   # softplus(.) + floor keeps q(z|x,y) scales away from 0
 
@@ -80,6 +84,8 @@ class ModelConfig:
             raise ConfigError(f"style_dim must be >= 1, got {self.style_dim}")
         if not self.hidden_units or any(u < 1 for u in self.hidden_units):
             raise ConfigError(f"hidden_units must be positive, got {self.hidden_units}")
+        if self.network not in NETWORKS:
+            raise ConfigError(f"unknown network {self.network!r}; expected one of {NETWORKS}")
         if self.likelihood not in LIKELIHOODS:
             raise ConfigError(f"unknown likelihood {self.likelihood!r}; expected one of {LIKELIHOODS}")
 
@@ -211,10 +217,31 @@ def _fashion_mnist() -> Config:
                                data=dataclasses.replace(base.data, dataset="fashion_mnist"))
 
 
+def _mnist_cnn() -> Config:
+    # `mnist` with the paper's convolutional encoder (conv 32 -> 64) and mirrored deconv decoder.
+    base = _mnist()
+    return dataclasses.replace(base, preset="mnist-cnn",
+                               model=dataclasses.replace(base.model, network="conv"))
+
+
+def _svhn_paper() -> Config:
+    # The paper's SVHN experiment: conv 32 -> 64 encoder, deconv decoder, plug-in estimator,
+    # Adam 3e-4, 100 labels per class. Colour intensities get a Normal likelihood with a
+    # learned per-pixel scale (a Bernoulli is not a density for natural-image intensities).
+    return Config(preset="svhn-paper",
+                  data=DataConfig(dataset="svhn", labels_per_class=100, batch_size=100,
+                                  supervision_mode="rate", supervision_rate=0.1),
+                  model=ModelConfig(style_dim=16, hidden_units=(512,), network="conv", likelihood="normal"),
+                  objective=ObjectiveConfig(estimator="plugin", alpha=50.0),
+                  train=TrainConfig(epochs=20, learning_rate=3e-4))
+
+
 PRESETS = {
     "mnist": _mnist,
     "mnist-paper": _mnist_paper,
+    "mnist-cnn": _mnist_cnn,
     "fashion-mnist": _fashion_mnist,
+    "svhn-paper": _svhn_paper,
 }
 
 

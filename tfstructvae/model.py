@@ -5,6 +5,7 @@ For the graph q(y|x) q(z|x,y) (see graph.py) the factors are
     q_y_given_x   = OneHotCategorical(logits = f_y(x))                    (B,) event [K]
     q_z_given_xy  = Normal(mu(x, y), softplus(s(x, y)) + floor)           (B,) event [D]
     p_x_given_yz  = Bernoulli(logits = g(y, z)), one event per image      (B,) event image_shape
+                    (or Normal(sigmoid(g(y, z)), learned per-pixel scale) for colour images)
 
 and every node of a general graph gets a factor q(node | x, parents) of its
 family. Supervision is data: a minibatch is (x, y) with y = -1 marking an
@@ -26,7 +27,7 @@ import tensorflow_probability as tfp
 from tfstructvae import objectives
 from tfstructvae.config import ModelConfig, ObjectiveConfig
 from tfstructvae.graph import Categorical, LatentGraph, digit_style_graph
-from tfstructvae.networks import mlp
+from tfstructvae.networks import DeconvDecoder, mlp, x_body
 
 tfd = tfp.distributions
 
@@ -58,12 +59,22 @@ class StructuredVAE(keras.Model):
 
         hidden, bn = model_config.hidden_units, model_config.batch_norm
         self.node_index = {n.name: i for i, n in enumerate(self.latent_graph)}
+        self.x_bodies = [x_body(model_config.network, bn, name=f"q_{n.name}_body") for n in self.latent_graph]
         self.q_nets = [
             mlp(hidden, n.size if isinstance(n, Categorical) else 2 * n.size,
                 n_inputs=1 + len(n.parents), batch_norm=bn, name=f"q_{n.name}")
             for n in self.latent_graph]
-        self.p_net = mlp(hidden, self.num_pixels, n_inputs=len(self.latent_graph.nodes),
-                         batch_norm=bn, name="p_x")
+        n_latents = len(self.latent_graph.nodes)
+        if model_config.network == "conv":
+            if len(self.image_shape) != 3:
+                raise ValueError(f"the conv network needs (H, W, C) images, got {self.image_shape}")
+            self.p_net = DeconvDecoder(hidden, self.image_shape, n_latents, batch_norm=bn, name="p_x")
+        else:
+            self.p_net = mlp(hidden, self.num_pixels, n_inputs=n_latents, batch_norm=bn, name="p_x")
+        if model_config.likelihood == "normal":
+            # One learned scale per pixel and channel, shared by all images.
+            self.pixel_scale_raw = self.add_weight(shape=self.image_shape, initializer="zeros",
+                                                   name="pixel_scale_raw")
         self.seed_generator = keras.random.SeedGenerator(seed, name="sampling_seed")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in METRICS}
         self._build_networks()
@@ -71,10 +82,10 @@ class StructuredVAE(keras.Model):
     # ------------------------------------------------------------------ factors
 
     def _build_networks(self):
-        x = tf.zeros([1, self.num_pixels])
-        for node, net in zip(self.latent_graph, self.q_nets):
-            net([x] + [tf.zeros([1, self.latent_graph.nodes[self.node_index[p]].size])
-                       for p in node.parents])
+        x = tf.zeros([1, *self.image_shape])
+        for node, body, net in zip(self.latent_graph, self.x_bodies, self.q_nets):
+            net([body(x)] + [tf.zeros([1, self.latent_graph.nodes[self.node_index[p]].size])
+                             for p in node.parents])
         self.p_net([tf.zeros([1, n.size]) for n in self.latent_graph])
         self.built = True
 
@@ -88,10 +99,12 @@ class StructuredVAE(keras.Model):
                              f" for this model, got {tuple(x.shape)}")
         return x
 
-    def q_node(self, name, x_flat, parent_values, training=False) -> tfd.Distribution:
+    def q_node(self, name, x, parent_values, training=False) -> tfd.Distribution:
         """q(name | x, parents(name)), batch shape (B,) or (K, B) when a parent is enumerated."""
-        node = self.latent_graph.nodes[self.node_index[name]]
-        out = self.q_nets[self.node_index[name]]([x_flat, *parent_values], training=training)
+        i = self.node_index[name]
+        node = self.latent_graph.nodes[i]
+        features = self.x_bodies[i](x, training=training)                     # (B, F)
+        out = self.q_nets[i]([features, *parent_values], training=training)
         if isinstance(node, Categorical):
             return tfd.OneHotCategorical(logits=out, dtype=tf.float32)
         loc, raw_scale = tf.split(out, 2, axis=-1)
@@ -99,17 +112,27 @@ class StructuredVAE(keras.Model):
         return tfd.Independent(tfd.Normal(loc, scale), reinterpreted_batch_ndims=1)
 
     def p_x_given_latents(self, latent_values, training=False) -> tfd.Distribution:
-        """p(x | all latents), Bernoulli per pixel; latents listed in graph order."""
-        logits = self.p_net(list(latent_values), training=training)              # (..., B, P)
-        shape = tf.concat([tf.shape(logits)[:-1], self.image_shape], axis=0)
-        return tfd.Independent(tfd.Bernoulli(logits=tf.reshape(logits, shape), dtype=tf.float32),
-                               reinterpreted_batch_ndims=len(self.image_shape))
+        """p(x | all latents), one event per image; latents listed in graph order.
+
+        Bernoulli(logits) for binary-like images; for natural colour images a Normal
+        with mean sigmoid(g) and a learned per-pixel scale (softplus + floor), a proper
+        density on intensities whose noise level is fitted rather than fixed.
+        """
+        out = self.p_net(list(latent_values), training=training)         # (..., B, P) | (..., B, H, W, C)
+        if self.model_config.network != "conv":
+            out = tf.reshape(out, tf.concat([tf.shape(out)[:-1], self.image_shape], axis=0))
+        if self.model_config.likelihood == "normal":
+            scale = tf.nn.softplus(self.pixel_scale_raw) + self.model_config.scale_floor
+            pixels = tfd.Normal(tf.sigmoid(out), scale)
+        else:
+            pixels = tfd.Bernoulli(logits=out, dtype=tf.float32)
+        return tfd.Independent(pixels, reinterpreted_batch_ndims=len(self.image_shape))
 
     def q_y_given_x(self, x, training=False) -> tfd.OneHotCategorical:
         x = self._check_images(x)
         if self.label_node.parents:
             return self.encode(x, training=training)[self.label_node.name]
-        return self.q_node(self.label_node.name, tf.reshape(x, [-1, self.num_pixels]), [], training)
+        return self.q_node(self.label_node.name, x, [], training)
 
     def _sample_seed(self):
         return tf.cast(self.seed_generator.next(), tf.int32)
@@ -131,10 +154,9 @@ class StructuredVAE(keras.Model):
         or the onehot of its mode for an enumerating one (what each saw in training).
         """
         x = self._check_images(x)
-        x_flat = tf.reshape(x, [-1, self.num_pixels])
         dists, values = {}, {}
         for node in self.latent_graph:
-            q = self.q_node(node.name, x_flat, [values[p] for p in node.parents], training)
+            q = self.q_node(node.name, x, [values[p] for p in node.parents], training)
             dists[node.name] = q
             if node is self.label_node:
                 probs = q.probs_parameter()
@@ -166,12 +188,11 @@ class StructuredVAE(keras.Model):
         K = self.num_classes
         labelled = y >= 0                                                      # (B,)
         y_onehot = tf.one_hot(tf.maximum(y, 0), K)                             # (B, K)
-        x_flat = tf.reshape(x, [-1, self.num_pixels])                          # (B, P)
         enumerate_y = self.objective_config.estimator == "enumerate"
 
         values, kl_z = {}, 0.0
         for node in self.latent_graph:
-            q = self.q_node(node.name, x_flat, [values[p] for p in node.parents], training)
+            q = self.q_node(node.name, x, [values[p] for p in node.parents], training)
             if node is self.label_node:
                 q_y = q
                 weights = objectives.class_weights(q_y, y_onehot, labelled)     # (B, K)
@@ -203,8 +224,7 @@ class StructuredVAE(keras.Model):
         }
         if self.objective_config.consistency_weight and training:
             terms["consistency"] = objectives.virtual_adversarial_kl(
-                lambda xp: self.q_nets[self.node_index[self.label_node.name]](
-                    [tf.reshape(xp, [-1, self.num_pixels])], training=training),
+                lambda xp: self.q_node(self.label_node.name, xp, [], training).logits_parameter(),
                 x, terms["q_y_logits"], self._sample_seed(),
                 self.objective_config.consistency_epsilon, self.objective_config.consistency_xi)
         return terms

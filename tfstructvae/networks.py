@@ -1,5 +1,10 @@
 """Network bodies: the deterministic maps inside each factor of q and p.
 
+Each factor of q reads the image through a body (`FlattenBody` for the MLP of the
+MNIST experiments, `ConvBody` for the paper's conv 32 -> 64 encoder), then a
+`SummedInputMLP` head; p(x | ...) is a `SummedInputMLP` (MLP) or a
+`DeconvDecoder` (mirrored transposed convolutions).
+
 Each factor's network takes several inputs (x and the node's parents in q; all
 latents in p). Its first layer is a sum of one linear projection per input,
 
@@ -58,3 +63,79 @@ class SummedInputMLP(keras.layers.Layer):
 
 def mlp(hidden_units, output_dim, n_inputs, batch_norm=False, name=None) -> SummedInputMLP:
     return SummedInputMLP(hidden_units, output_dim, n_inputs, batch_norm=batch_norm, name=name)
+
+
+def x_body(kind: str, batch_norm=False, name=None) -> keras.layers.Layer:
+    """How a factor of q sees the image: "mlp" (pixels as a vector) or "conv" (ConvBody)."""
+    if kind == "mlp":
+        return FlattenBody(name=name)
+    if kind == "conv":
+        return ConvBody(batch_norm=batch_norm, name=name)
+    raise ValueError(f"unknown network {kind!r}; expected 'mlp' or 'conv'")
+
+
+class FlattenBody(keras.layers.Layer):
+    """x -> its pixels as a vector: the MLP's view of an image. (B, H, W, C) -> (B, H*W*C)"""
+
+    def call(self, x):
+        return keras.ops.reshape(x, (-1, int(np_prod(x.shape[1:]))))
+
+
+class ConvBody(keras.layers.Layer):
+    """The paper's convolutional encoder: conv 32 -> conv 64 (stride 2 each), flattened.
+
+    (B, H, W, C) -> (B, ceil(H/4) * ceil(W/4) * 64), for any image size.
+    """
+
+    def __init__(self, filters=(32, 64), kernel_size=4, batch_norm=False, **kwargs):
+        super().__init__(**kwargs)
+        self.convs = [keras.layers.Conv2D(f, kernel_size, strides=2, padding="same", name=f"conv{i}")
+                      for i, f in enumerate(filters)]
+        self.norms = [keras.layers.BatchNormalization(name=f"bn{i}") for i in range(len(filters))] \
+            if batch_norm else []
+        self.flatten = keras.layers.Flatten()
+
+    def call(self, x, training=False):
+        for i, conv in enumerate(self.convs):
+            x = conv(x)
+            if self.norms:
+                x = self.norms[i](x, training=training)
+            x = keras.activations.relu(x)
+        return self.flatten(x)
+
+
+class DeconvDecoder(keras.layers.Layer):
+    """The mirrored decoder: summed-input MLP -> (H/4, W/4, 64) -> deconv 32 -> deconv C.
+
+    Inputs broadcast as in SummedInputMLP; leading axes (B,) or (K, B) are kept.
+    Output: per-pixel parameters (..., H, W, C * params_per_pixel).
+    """
+
+    def __init__(self, hidden_units, image_shape, n_inputs, params_per_pixel=1, filters=(64, 32),
+                 kernel_size=4, batch_norm=False, **kwargs):
+        super().__init__(**kwargs)
+        h, w, c = image_shape
+        self.seed_shape = (-(-h // 4), -(-w // 4), filters[0])
+        self.image_shape = tuple(image_shape)
+        self.mlp = SummedInputMLP(hidden_units, int(np_prod(self.seed_shape)), n_inputs, batch_norm=batch_norm,
+                                  name="mlp")
+        self.deconvs = [keras.layers.Conv2DTranspose(filters[1], kernel_size, strides=2, padding="same",
+                                                     activation="relu", name="deconv0"),
+                        keras.layers.Conv2DTranspose(c * params_per_pixel, kernel_size, strides=2,
+                                                     padding="same", name="deconv1")]
+
+    def call(self, inputs, training=False):
+        seed = keras.activations.relu(self.mlp(inputs, training=training))         # (..., h*w*64)
+        lead = keras.ops.shape(seed)[:-1]
+        h = keras.ops.reshape(seed, (-1, *self.seed_shape))                        # (N, h/4, w/4, 64)
+        for deconv in self.deconvs:
+            h = deconv(h)
+        h = h[:, : self.image_shape[0], : self.image_shape[1]]                     # crop odd sizes (28 -> 28)
+        return keras.ops.reshape(h, (*lead, *h.shape[1:]))
+
+
+def np_prod(shape) -> int:
+    out = 1
+    for d in shape:
+        out *= int(d)
+    return out

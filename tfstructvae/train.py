@@ -66,7 +66,8 @@ def compile_model(model: StructuredVAE, cfg: Config, steps_per_epoch: int) -> St
 
 
 def load_data(cfg: Config) -> ImageDataset:
-    return load_dataset(cfg.data.dataset, cfg.data.data_dir)
+    return load_dataset(cfg.data.dataset, cfg.data.data_dir, verify_checksum=cfg.data.verify_checksum,
+                        use_extra=cfg.data.use_extra)
 
 
 def check_run_dir(run_dir: str, overwrite: bool, resume: bool) -> bool:

@@ -5,16 +5,18 @@ from __future__ import annotations
 import os
 
 from tfstructvae.data.formats import DataError, ImageDataset, load_idx_dir, load_npz, load_tfds
+from tfstructvae.data.svhn import load_svhn_dir
 
 ENV_VAR = "TFSTRUCTVAE_DATA_DIR"
 
-IMAGE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1)}
+IMAGE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "svhn": (32, 32, 3)}
 
 # name -> (TFDS name, Keras .npz file names, system directories that may hold IDX files)
 DATASETS = {
     "mnist": ("mnist", ("mnist.npz",), ()),
     "fashion_mnist": ("fashion_mnist", ("fashion-mnist.npz", "fashion_mnist.npz"),
                       ("/usr/share/datasets/fashion-mnist",)),
+    "svhn": ("svhn_cropped", (), ()),
 }
 
 
@@ -32,11 +34,12 @@ def candidate_dirs(name: str, data_dir: str | None) -> list[str]:
 
 
 def load_dataset(name: str = "mnist", data_dir: str | None = None, source: str = "auto",
-                 download: bool = False) -> ImageDataset:
-    """Load `name` from IDX or .npz files, or from TFDS.
+                 download: bool = False, verify_checksum: bool = True, use_extra: bool = False) -> ImageDataset:
+    """Load `name` from IDX, .npz or (SVHN) .mat files, or from TFDS.
 
     source: "auto" (files, then a prepared TFDS copy), "files", or "tfds".
     download: let TFDS download when no prepared copy exists (needs network).
+    verify_checksum, use_extra: SVHN only (official md5 sums; add extra_32x32.mat to train).
     """
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
@@ -51,7 +54,7 @@ def load_dataset(name: str = "mnist", data_dir: str | None = None, source: str =
             if not os.path.isdir(d):
                 continue
             looked.append(d)
-            ds = load_idx_dir(d, name)
+            ds = (load_svhn_dir(d, verify_checksum, use_extra) if name == "svhn" else load_idx_dir(d, name))
             if ds is not None:
                 return ds
             for npz in npz_names:
@@ -69,7 +72,8 @@ def load_dataset(name: str = "mnist", data_dir: str | None = None, source: str =
     raise DataError(
         f"no {name} data found. Looked in: {', '.join(looked) or '(no existing directory)'}"
         f"{' (of ' + ', '.join(candidate_dirs(name, data_dir)) + ')' if not data_dir else ''}. "
-        "Expected the IDX files train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
-        f"t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz] or {' / '.join(npz_names)}; "
+        + ("Expected train_32x32.mat and test_32x32.mat (SVHN cropped digits); " if name == "svhn" else
+           "Expected the IDX files train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
+           f"t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz] or {' / '.join(npz_names)}; ") +
         f"pass --data-dir or set ${ENV_VAR}."
         + (f" TFDS: {tfds_error}" if tfds_error else ""))
