@@ -106,7 +106,8 @@ def draw(args) -> dict:
         from tfstructvae.data import load_dataset
         cfg_path = os.path.join(args.model, "config.json")   # runs and exports both carry it
         cfg = Config.from_dict(json.load(open(cfg_path))) if os.path.isfile(cfg_path) else Config()
-        data = load_dataset(cfg.data.dataset, args.data_dir or cfg.data.data_dir)
+        data = load_dataset(cfg.data.dataset, args.data_dir or cfg.data.data_dir,
+                            verify_checksum=cfg.data.verify_checksum)
         # one source image of each class first, then the next test images
         first = [int(np.flatnonzero(data.y_test == k)[0]) for k in range(codec.num_classes)]
         idx = (first + [i for i in range(len(data.y_test)) if i not in first])[:args.count]

@@ -126,7 +126,7 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(cfg.train.init_seed)
     x_u, x_l, y_l = data.x_train[split.unlabelled], data.x_train[split.labelled], data.y_train[split.labelled]
-    _, steps = training_pipeline(x_u, x_l, y_l, cfg.data)
+    _, steps = training_pipeline(x_u, x_l, y_l, cfg.data, num_classes=data.num_classes)
     steps = cfg.train.steps_per_epoch or steps
     validation = (evaluation_pipeline(data.x_train[split.validation], data.y_train[split.validation],
                                       EVAL_BATCH) if len(split.validation) else None)
@@ -146,7 +146,8 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
            *callbacks]
 
     def fit(first_step, initial_epoch, epochs, steps_per_epoch):
-        train_ds, _ = training_pipeline(x_u, x_l, y_l, cfg.data, start_step=first_step)
+        train_ds, _ = training_pipeline(x_u, x_l, y_l, cfg.data, start_step=first_step,
+                                        num_classes=data.num_classes)
         model.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
                   validation_data=validation, callbacks=cbs, verbose=verbose, shuffle=False)
 

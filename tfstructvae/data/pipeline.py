@@ -56,7 +56,8 @@ def _index_batches(indices: np.ndarray, batch_size: int, seed: int) -> tf.data.D
 
 
 def training_pipeline(x_unlabelled: np.ndarray, x_labelled: np.ndarray, y_labelled: np.ndarray,
-                      cfg: DataConfig, start_step: int = 0) -> tuple[tf.data.Dataset, int]:
+                      cfg: DataConfig, start_step: int = 0,
+                      num_classes: int = 10) -> tuple[tf.data.Dataset, int]:
     """An infinite dataset of training minibatches and the number of steps in an epoch.
 
     An epoch is (unlabelled + labelled examples) // batch_size steps in every mode,
@@ -68,7 +69,7 @@ def training_pipeline(x_unlabelled: np.ndarray, x_labelled: np.ndarray, y_labell
     run continues the same data stream.
     """
     cfg.validate()
-    check_arrays(x_unlabelled, x_labelled, y_labelled)
+    check_arrays(x_unlabelled, x_labelled, y_labelled, num_classes)
     B = cfg.batch_size
     n_u, n_l = len(x_unlabelled), len(x_labelled)
     # One pool: unlabelled examples first (label -1), then the labelled ones.
