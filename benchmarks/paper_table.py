@@ -14,7 +14,6 @@ Hyperparameters come from the presets (chosen on validation data); figures are t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -63,7 +62,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from tfstructvae import get_preset
-    from tfstructvae.train import train_and_evaluate, write_json_atomic
+    from tfstructvae.train import train_or_reuse, write_json_atomic
 
     presets, labels, seeds = args.presets.split(","), [int(v) for v in args.labels.split(",")], \
         [int(v) for v in args.seeds.split(",")]
@@ -78,11 +77,7 @@ def main(argv=None) -> int:
                     "data.data_seed": seed, "train.init_seed": seed, "train.epochs": args.epochs,
                     "train.steps_per_epoch": args.steps_per_epoch})
                 run_dir = os.path.join(args.runs_dir + ("-quick" if args.quick else ""), f"{preset}-l{l}-s{seed}")
-                done = os.path.join(run_dir, "metrics.json")
-                if os.path.isfile(done):
-                    metrics = json.load(open(done))
-                else:
-                    metrics = train_and_evaluate(cfg, run_dir, overwrite=True, verbose=0)
+                metrics = train_or_reuse(cfg, run_dir)
                 runs.append({"preset": preset, "labels_per_class": l, "seed": seed,
                              "test_error": metrics["test_error"], "epochs": metrics["epochs"],
                              "wall_time_s": metrics["wall_time_s"], "config": cfg.to_dict()})

@@ -11,7 +11,6 @@ table, and draws the curves to the PNG beside the JSON. Runs are resumable as in
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -49,7 +48,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from tfstructvae import get_preset
-    from tfstructvae.train import train_and_evaluate, write_json_atomic
+    from tfstructvae.train import train_or_reuse, write_json_atomic
 
     rows = []
     for l in [int(v) for v in args.labels.split(",")]:
@@ -60,9 +59,7 @@ def main(argv=None) -> int:
                 "train.init_seed": args.seed, "train.epochs": args.epochs,
                 "train.steps_per_epoch": args.steps_per_epoch})
             run_dir = os.path.join(args.runs_dir, f"{args.preset}-l{l}-r{r}-s{args.seed}")
-            done = os.path.join(run_dir, "metrics.json")
-            metrics = json.load(open(done)) if os.path.isfile(done) else \
-                train_and_evaluate(cfg, run_dir, overwrite=True, verbose=0)
+            metrics = train_or_reuse(cfg, run_dir)
             rows.append({"preset": args.preset, "labels_per_class": l, "supervision_rate": r,
                          "seed": args.seed, "test_error": metrics["test_error"], "epochs": metrics["epochs"],
                          "wall_time_s": metrics["wall_time_s"]})

@@ -12,7 +12,6 @@ Paper: 30.32% with 100 labels per class (M1+M2: 36.02%). Runs resume as in paper
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -35,7 +34,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from tfstructvae import get_preset
-    from tfstructvae.train import train_and_evaluate, write_json_atomic
+    from tfstructvae.train import train_or_reuse, write_json_atomic
 
     runs = []
     for l in [int(v) for v in args.labels.split(",")]:
@@ -46,9 +45,7 @@ def main(argv=None) -> int:
                 "train.steps_per_epoch": args.steps_per_epoch,
                 "data.verify_checksum": False if args.skip_checksum else None})
             run_dir = os.path.join(args.runs_dir, f"{args.preset}-l{l}-s{seed}")
-            done = os.path.join(run_dir, "metrics.json")
-            metrics = json.load(open(done)) if os.path.isfile(done) else \
-                train_and_evaluate(cfg, run_dir, overwrite=True, verbose=0)
+            metrics = train_or_reuse(cfg, run_dir)
             runs.append({"preset": args.preset, "labels_per_class": l, "seed": seed,
                          "test_error": metrics["test_error"], "epochs": metrics["epochs"],
                          "wall_time_s": metrics["wall_time_s"]})

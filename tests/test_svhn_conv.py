@@ -9,7 +9,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tfstructvae import get_preset
-from tfstructvae.config import ModelConfig, ObjectiveConfig
+from tfstructvae.config import ModelConfig
 from tfstructvae.data import DataError, load_dataset, training_pipeline, labelled_split
 from tfstructvae.data.svhn import read_svhn_mat
 from tfstructvae.model import StructuredVAE
