@@ -31,6 +31,12 @@ def count_mismatch(d):
     write_idx(os.path.join(d, "t10k-labels-idx1-ubyte.gz"), np.zeros(7, np.uint8))
 
 
+def float_npz_out_of_range(d):
+    empty(d)
+    x = np.full((20, 28, 28), 2.0, np.float32)
+    np.savez(os.path.join(d, "mnist.npz"), x_train=x, y_train=np.arange(20) % 10, x_test=x, y_test=np.arange(20) % 10)
+
+
 def empty(d):
     for name in os.listdir(d):
         os.remove(os.path.join(d, name))
@@ -51,6 +57,7 @@ CLI_CASES = [
     ("truncated gzip", [], truncate, r"train-images-idx3-ubyte.gz: cannot be read .*truncated or corrupt"),
     ("wrong magic", [], bad_magic, "train-labels-idx1-ubyte.gz: bad IDX magic number 0x00000d01"),
     ("counts disagree", [], count_mismatch, "holds 20 images but .* holds 7 labels"),
+    ("pixels outside [0, 1]", [], float_npz_out_of_range, r"x_train holds floats outside \[0, 1\]"),
 ]
 
 
