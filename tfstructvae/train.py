@@ -24,7 +24,7 @@ import tensorflow as tf
 from tfstructvae.callbacks import StopOnNonFinite
 from tfstructvae.checkpointing import CheckpointEvery, restore_latest
 from tfstructvae.config import Config, ConfigError
-from tfstructvae.data import (IMAGE_SHAPES, ImageDataset, evaluation_pipeline, labelled_split, load_dataset,
+from tfstructvae.data import (IMAGE_SHAPES, ImageDataset, epoch_steps, evaluation_pipeline, labelled_split, load_dataset,
                               training_pipeline)
 from tfstructvae.model import StructuredVAE
 from tfstructvae.visualize import ImageSummaries
@@ -126,8 +126,7 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(cfg.train.init_seed)
     x_u, x_l, y_l = data.x_train[split.unlabelled], data.x_train[split.labelled], data.y_train[split.labelled]
-    _, steps = training_pipeline(x_u, x_l, y_l, cfg.data, num_classes=data.num_classes)
-    steps = cfg.train.steps_per_epoch or steps
+    steps = cfg.train.steps_per_epoch or epoch_steps(len(x_u), len(x_l), cfg.data.batch_size)
     validation = (evaluation_pipeline(data.x_train[split.validation], data.y_train[split.validation],
                                       EVAL_BATCH) if len(split.validation) else None)
     model = compile_model(build_model(cfg, data.image_shape), cfg, steps)

@@ -47,6 +47,11 @@ def check_arrays(x_unlabelled, x_labelled, y_labelled, num_classes: int = 10) ->
                         f"expected integers in [0, {num_classes})")
 
 
+def epoch_steps(n_unlabelled: int, n_labelled: int, batch_size: int) -> int:
+    """Steps in an epoch: (unlabelled + labelled examples) // batch_size, in every mode."""
+    return max(1, (n_unlabelled + n_labelled) // batch_size)
+
+
 def _index_batches(indices: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
     """Batches of indices into the pool, reshuffled every pass, repeated forever."""
     return (tf.data.Dataset.from_tensor_slices(indices.astype(np.int64))
@@ -105,7 +110,7 @@ def training_pipeline(x_unlabelled: np.ndarray, x_labelled: np.ndarray, y_labell
     def gather(batch_indices):
         return to_model_inputs(tf.gather(images, batch_indices), tf.gather(labels, batch_indices))
 
-    steps = max(1, (n_u + n_l) // B)
+    steps = epoch_steps(n_u, n_l, B)
     return (idx.skip(start_step).map(gather, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE), steps)
 
 
