@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -67,6 +66,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from tfstructvae.data import load_dataset
+    from tfstructvae.train import write_json_atomic
     from tfstructvae.visualize import Codec
     start = time.time()
     codec = Codec(args.model)
@@ -80,8 +80,7 @@ def main(argv=None) -> int:
     print(f"analogy accuracy {100 * result['analogy_accuracy']:.1f}%  style consistency (R^2) "
           f"{result['style_consistency']:.3f}  (independent classifier: {100 * clf_acc:.2f}% on test)")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
+    write_json_atomic(args.out, result)
     return 0
 
 

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
@@ -59,7 +58,7 @@ def main(argv=None) -> int:
     from tfstructvae import get_preset
     from tfstructvae.data import load_dataset
     from tfstructvae.export import export_saved_model
-    from tfstructvae.train import load_run, train_and_evaluate
+    from tfstructvae.train import load_run, train_and_evaluate, write_json_atomic
 
     work = tempfile.mkdtemp(prefix="tfstructvae-memory-")
     cfg = get_preset("mnist").override(**{"data.data_dir": args.data_dir, "train.epochs": args.epochs,
@@ -91,9 +90,8 @@ def main(argv=None) -> int:
           f"(growth after 10 chunks {serve['growth_mb_after_10_chunks']:+.1f} MB), "
           f"{serve['images_per_sec']:.0f} images/s")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"training": train, "serving": serve,
-                   "command": " ".join(["python", "benchmarks/memory.py", *(argv or sys.argv[1:])])}, f, indent=2)
+    write_json_atomic(args.out, {"training": train, "serving": serve,
+                                 "command": " ".join(["python", "benchmarks/memory.py", *(argv or sys.argv[1:])])})
     return 0
 
 

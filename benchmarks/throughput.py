@@ -13,7 +13,6 @@ the step from below, and `roofline_fraction` = step examples/s / roofline exampl
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -26,7 +25,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfstructvae.config import get_preset  # noqa: E402
-from tfstructvae.train import build_model, compile_model  # noqa: E402
+from tfstructvae.train import build_model, compile_model, write_json_atomic  # noqa: E402
 
 
 def dense_shapes(model, batch: int, estimator: str) -> list[tuple[int, int, int]]:
@@ -158,8 +157,7 @@ def main(argv=None) -> int:
                        "python": sys.version.split()[0], "tensorflow": tf.__version__},
            "command": " ".join(["python", "benchmarks/throughput.py", *(argv or sys.argv[1:])])}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=2)
+    write_json_atomic(args.out, out)
     return 0
 
 

@@ -247,8 +247,7 @@ class StructuredVAE(keras.Model):
         t["classifier"].update_state(terms["log_q_label"], sample_weight=terms["labelled"])
         t["accuracy"].update_state(correct, sample_weight=has_label)
         t["labelled_fraction"].update_state(terms["labelled"])
-        t["entropy"].update_state(tf.nn.softmax_cross_entropy_with_logits(
-            tf.nn.softmax(terms["q_y_logits"]), terms["q_y_logits"]), sample_weight=unlabelled)
+        t["entropy"].update_state(terms["entropy_unlabelled"], sample_weight=unlabelled)
         if "consistency" in terms:
             t["consistency"].update_state(terms["consistency"])
         return {name: m.result() for name, m in t.items()}

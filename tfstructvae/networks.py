@@ -18,6 +18,8 @@ only the per-class part of the work (chiefly the decoder).
 
 from __future__ import annotations
 
+import math
+
 import keras
 
 
@@ -78,7 +80,7 @@ class FlattenBody(keras.layers.Layer):
     """x -> its pixels as a vector: the MLP's view of an image. (B, H, W, C) -> (B, H*W*C)"""
 
     def call(self, x):
-        return keras.ops.reshape(x, (-1, int(np_prod(x.shape[1:]))))
+        return keras.ops.reshape(x, (-1, math.prod(x.shape[1:])))
 
 
 class ConvBody(keras.layers.Layer):
@@ -117,7 +119,7 @@ class DeconvDecoder(keras.layers.Layer):
         h, w, c = image_shape
         self.seed_shape = (-(-h // 4), -(-w // 4), filters[0])
         self.image_shape = tuple(image_shape)
-        self.mlp = SummedInputMLP(hidden_units, int(np_prod(self.seed_shape)), n_inputs, batch_norm=batch_norm,
+        self.mlp = SummedInputMLP(hidden_units, math.prod(self.seed_shape), n_inputs, batch_norm=batch_norm,
                                   name="mlp")
         self.deconvs = [keras.layers.Conv2DTranspose(filters[1], kernel_size, strides=2, padding="same",
                                                      activation="relu", name="deconv0"),
@@ -133,9 +135,3 @@ class DeconvDecoder(keras.layers.Layer):
         h = h[:, : self.image_shape[0], : self.image_shape[1]]                     # crop odd sizes (28 -> 28)
         return keras.ops.reshape(h, (*lead, *h.shape[1:]))
 
-
-def np_prod(shape) -> int:
-    out = 1
-    for d in shape:
-        out *= int(d)
-    return out
