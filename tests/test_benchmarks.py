@@ -27,6 +27,16 @@ def test_paper_table_quick(tmp_path, mnist_dir):
     (s,) = result["summary"]
     assert s["n_seeds"] == 1 and s["mean_test_error"] == r["test_error"]
     assert "| 10 | 12.2 | 11.97 |" in stdout
+    # A finished run is reused as is; one trained under other settings is trained again.
+    again = run("paper_table.py", "--data-dir", mnist_dir, "--quick", "--presets", "mnist-paper",
+                "--epochs", "1", "--steps-per-epoch", "30", "--runs-dir", str(tmp_path / "runs"),
+                "--out", str(out))
+    assert "training it again" not in again and json.load(open(out))["runs"][0]["wall_time_s"] == r["wall_time_s"]
+    changed = run("paper_table.py", "--data-dir", mnist_dir, "--quick", "--presets", "mnist-paper",
+                  "--epochs", "1", "--steps-per-epoch", "20", "--runs-dir", str(tmp_path / "runs"),
+                  "--out", str(out))
+    assert "finished with another configuration; training it again" in changed
+    assert json.load(open(out))["runs"][0]["config"]["train"]["steps_per_epoch"] == 20
 
 
 def test_throughput_writes_roofline_fields(tmp_path):

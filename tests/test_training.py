@@ -110,3 +110,21 @@ def test_extreme_inputs_give_finite_objective_and_gradients(estimator):
     for name in ("reconstruction", "kl_z", "kl_y", "elbo", "log_q_label", "consistency"):
         assert np.all(np.isfinite(terms[name].numpy())), name
     assert all(np.all(np.isfinite(g.numpy())) for g in grads if g is not None)
+
+
+def test_classifier_options_shape_only_q_y_and_round_trip_through_json():
+    from tfstructvae.model import StructuredVAE
+    cfg = Config(model=ModelConfig(style_dim=2, hidden_units=(32,), classifier_units=(48, 24),
+                                   classifier_network="conv")).validate()
+    again = Config.from_dict(__import__("json").loads(cfg.to_json()))
+    assert again == cfg and again.model.classifier_units == (48, 24)
+    model = StructuredVAE((28, 28, 1), model_config=again.model)
+    q_y, q_z = model.q_nets
+    assert [d.units for d in [q_y.input_projections[0], *q_y.hidden]] == [48, 24]
+    assert [d.units for d in [q_z.input_projections[0], *q_z.hidden]] == [32]
+    assert type(model.x_bodies[0]).__name__ == "ConvBody" and type(model.x_bodies[1]).__name__ == "FlattenBody"
+    assert model.classify(np.zeros((3, 28, 28, 1), "float32")).shape == (3, 10)
+    with pytest.raises(Exception, match="classifier_units must be positive"):
+        ModelConfig(classifier_units=(0,)).validate()
+    with pytest.raises(Exception, match="unknown classifier_network 'resnet'"):
+        ModelConfig(classifier_network="resnet").validate()

@@ -72,6 +72,12 @@ class ModelConfig:
     num_classes: int = 10
     style_dim: int = 2
     hidden_units: tuple[int, ...] = (512,)
+    # Hidden layers of the classifier q(y|x) alone (None: `hidden_units`). A deeper
+    # classifier costs little: it sees B images, the enumerated decoder K*B rows.
+    classifier_units: tuple[int, ...] | None = None
+    # How q(y|x) sees the image (None: `network`): "conv" gives the classifier the conv
+    # body while the enumerated decoder stays an MLP.
+    classifier_network: str | None = None
     network: str = "mlp"          # "mlp" (pixels as a vector) or "conv" (conv 32 -> 64, deconv decoder)
     likelihood: str = "bernoulli" # "bernoulli" for binary-like images, "normal" for colour images
     batch_norm: bool = False
@@ -84,8 +90,14 @@ class ModelConfig:
             raise ConfigError(f"style_dim must be >= 1, got {self.style_dim}")
         if not self.hidden_units or any(u < 1 for u in self.hidden_units):
             raise ConfigError(f"hidden_units must be positive, got {self.hidden_units}")
+        if self.classifier_units is not None and (
+                not self.classifier_units or any(u < 1 for u in self.classifier_units)):
+            raise ConfigError(f"classifier_units must be positive, got {self.classifier_units}")
         if self.network not in NETWORKS:
             raise ConfigError(f"unknown network {self.network!r}; expected one of {NETWORKS}")
+        if self.classifier_network is not None and self.classifier_network not in NETWORKS:
+            raise ConfigError(f"unknown classifier_network {self.classifier_network!r}; "
+                              f"expected one of {NETWORKS}")
         if self.likelihood not in LIKELIHOODS:
             raise ConfigError(f"unknown likelihood {self.likelihood!r}; expected one of {LIKELIHOODS}")
 
@@ -160,8 +172,9 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
         model = dict(d.get("model", {}))
-        if "hidden_units" in model:
-            model["hidden_units"] = tuple(model["hidden_units"])
+        for name in ("hidden_units", "classifier_units"):
+            if model.get(name) is not None:
+                model[name] = tuple(model[name])
         return cls(preset=d.get("preset", "custom"),
                    data=DataConfig(**d.get("data", {})),
                    model=ModelConfig(**model),

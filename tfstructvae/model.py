@@ -59,9 +59,14 @@ class StructuredVAE(keras.Model):
 
         hidden, bn = model_config.hidden_units, model_config.batch_norm
         self.node_index = {n.name: i for i, n in enumerate(self.latent_graph)}
-        self.x_bodies = [x_body(model_config.network, bn, name=f"q_{n.name}_body") for n in self.latent_graph]
+        label_name = self.label_node.name
+        classifier_body = model_config.classifier_network or model_config.network
+        classifier_hidden = model_config.classifier_units or hidden
+        self.x_bodies = [x_body(classifier_body if n.name == label_name else model_config.network, bn,
+                                name=f"q_{n.name}_body") for n in self.latent_graph]
         self.q_nets = [
-            mlp(hidden, n.size if isinstance(n, Categorical) else 2 * n.size,
+            mlp(classifier_hidden if n.name == label_name else hidden,
+                n.size if isinstance(n, Categorical) else 2 * n.size,
                 n_inputs=1 + len(n.parents), batch_norm=bn, name=f"q_{n.name}")
             for n in self.latent_graph]
         n_latents = len(self.latent_graph.nodes)

@@ -186,11 +186,18 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
 
 
 def train_or_reuse(cfg: Config, run_dir: str) -> dict:
-    """The metrics of `run_dir` if it finished, else train it (quietly) first: benchmarks resume this way."""
+    """The metrics of `run_dir` if it finished with this configuration, else train it (quietly)
+    first: benchmarks resume this way. A finished run whose config.json differs (a preset that
+    changed since) is trained again rather than reported under the new settings."""
     done = os.path.join(run_dir, "metrics.json")
     if os.path.isfile(done):
-        with open(done) as f:
-            return json.load(f)
+        stored = read_run_config(run_dir).to_dict()
+        wanted = cfg.to_dict()
+        stored["data"]["data_dir"] = wanted["data"]["data_dir"]     # where the files are is not a setting
+        if stored == wanted:
+            with open(done) as f:
+                return json.load(f)
+        print(f"{run_dir}: finished with another configuration; training it again", flush=True)
     return train_and_evaluate(cfg, run_dir, overwrite=True, verbose=0)
 
 
