@@ -200,12 +200,14 @@ class Config:
 
 def _mnist_paper() -> Config:
     # The paper: MLP with one hidden layer of 512 per network, plug-in estimator,
-    # Adam 1e-3, minibatches of 100, labelled batches at a supervision rate.
+    # Adam 1e-3, minibatches of 100, labelled batches at a supervision rate. The paper does
+    # not give the classifier weight: alpha = 5000 per labelled example was the best of
+    # {5, 50, 500, 5000, 50000} on a 5,000-image validation split (README "Presets").
     return Config(preset="mnist-paper",
                   data=DataConfig(dataset="mnist", batch_size=100, supervision_mode="rate",
                                   supervision_rate=0.1),
                   model=ModelConfig(style_dim=2, hidden_units=(512,)),
-                  objective=ObjectiveConfig(estimator="plugin", alpha=50.0),
+                  objective=ObjectiveConfig(estimator="plugin", alpha=5000.0),
                   train=TrainConfig(epochs=20, learning_rate=1e-3))
 
 
@@ -219,9 +221,20 @@ def _mnist() -> Config:
     return dataclasses.replace(
         base, preset="mnist",
         data=dataclasses.replace(base.data, supervision_mode="share", labelled_share=0.2),
-        objective=dataclasses.replace(base.objective, estimator="enumerate", entropy_weight=1.0,
+        objective=dataclasses.replace(base.objective, estimator="enumerate", alpha=50.0, entropy_weight=1.0,
                                       consistency_weight=50.0, consistency_epsilon=2.0),
         train=dataclasses.replace(base.train, epochs=20, lr_decay="cosine"))
+
+
+def _mnist_best() -> Config:
+    # The lowest validation error the package reached within this machine's budget
+    # (README "Presets"): `mnist` with a deeper classifier q(y|x) (1200-600-300, as in
+    # Miyato et al.'s VAT MLP); the networks of q(z|x,y) and p(x|y,z) stay at 512, so a
+    # step costs about what `mnist`'s does (the enumerated decoder dominates).
+    base = _mnist()
+    return dataclasses.replace(
+        base, preset="mnist-best",
+        model=dataclasses.replace(base.model, classifier_units=(1200, 600, 300)))
 
 
 def _fashion_mnist() -> Config:
@@ -251,6 +264,7 @@ def _svhn_paper() -> Config:
 
 PRESETS = {
     "mnist": _mnist,
+    "mnist-best": _mnist_best,
     "mnist-paper": _mnist_paper,
     "mnist-cnn": _mnist_cnn,
     "fashion-mnist": _fashion_mnist,
