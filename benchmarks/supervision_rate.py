@@ -45,9 +45,12 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int)
     p.add_argument("--steps-per-epoch", type=int)
     p.add_argument("--runs-dir", default="runs/supervision_rate")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override a field of the preset, as in `tfstructvae train --set`")
     args = p.parse_args(argv)
 
     from tfstructvae import get_preset
+    from tfstructvae.config import parse_overrides
     from tfstructvae.train import train_or_reuse, write_json_atomic
 
     rows = []
@@ -57,7 +60,7 @@ def main(argv=None) -> int:
                 "data.data_dir": args.data_dir, "data.labels_per_class": l, "data.supervision_mode": "rate",
                 "data.supervision_rate": r, "data.label_seed": args.seed, "data.data_seed": args.seed,
                 "train.init_seed": args.seed, "train.epochs": args.epochs,
-                "train.steps_per_epoch": args.steps_per_epoch})
+                "train.steps_per_epoch": args.steps_per_epoch, **parse_overrides(args.set)})
             run_dir = os.path.join(args.runs_dir, f"{args.preset}-l{l}-r{r}-s{args.seed}")
             metrics = train_or_reuse(cfg, run_dir)
             rows.append({"preset": args.preset, "labels_per_class": l, "supervision_rate": r,

@@ -38,15 +38,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", default="auto", help="Keras verbosity: auto, 0, 1 (bar), 2 (line/epoch)")
 
 
-def _parse_value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def config_from_args(args):
-    from tfstructvae.config import ConfigError, get_preset
+    from tfstructvae.config import get_preset, parse_overrides
     cfg = get_preset(args.preset)
     seeds = {f"{s}": args.seed for s in ("data.label_seed", "data.data_seed", "train.init_seed")}
     changes = {
@@ -70,12 +63,7 @@ def config_from_args(args):
         "train.jit_compile": False if args.no_xla else None,
         "data.verify_checksum": False if args.skip_checksum else None,
     }
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set expects SECTION.FIELD=VALUE, got {item!r}")
-        value = _parse_value(value)
-        changes[key] = tuple(value) if isinstance(value, list) else value
+    changes.update(parse_overrides(args.set))
     return cfg.override(**changes).validate()
 
 

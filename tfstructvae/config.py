@@ -198,6 +198,22 @@ class Config:
         return dataclasses.replace(self, **top, **parts)
 
 
+def parse_overrides(items) -> dict[str, Any]:
+    """["section.field=value", ...] -> {"section.field": value}; values parse as JSON when they can
+    (numbers, true/false, lists become tuples), else stay strings."""
+    changes = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or "." not in key:
+            raise ConfigError(f"--set expects SECTION.FIELD=VALUE, got {item!r}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        changes[key] = tuple(value) if isinstance(value, list) else value
+    return changes
+
+
 def _mnist_paper() -> Config:
     # The paper: MLP with one hidden layer of 512 per network, plug-in estimator,
     # Adam 1e-3, minibatches of 100, labelled batches at a supervision rate. The paper does
