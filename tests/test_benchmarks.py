@@ -95,3 +95,15 @@ def test_svhn_benchmark_on_synthetic_official_layout(tmp_path):
                  "--skip-checksum", "--runs-dir", str(tmp_path / "runs"), "--out", str(out))
     (r,) = json.load(open(out))["runs"]
     assert r["labels_per_class"] == 5 and 0 <= r["test_error"] <= 1 and "| 5 |" in stdout
+
+
+def test_validation_curve_records_every_epoch_without_the_test_set(tmp_path, mnist_dir):
+    out = tmp_path / "val.json"
+    stdout = run("validation_curve.py", "--data-dir", mnist_dir, "--preset", "mnist-paper",
+                 "--set", "train.epochs=3", "--set", "objective.alpha=500", "--stop-after-epoch", "2",
+                 "--steps-per-epoch", "20", "--validation-size", "500", "--out", str(out))
+    result = json.load(open(out))
+    assert [c["epoch"] for c in result["curve"]] == [1, 2]          # stopped early, schedule of 3
+    assert all(0 <= c["validation_error"] <= 1 for c in result["curve"])
+    assert result["config"]["objective"]["alpha"] == 500 and result["config"]["data"]["validation_size"] == 500
+    assert "validation error" in stdout and "test" not in stdout.lower()
