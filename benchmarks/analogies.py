@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from tfstructvae.data import load_dataset
-    from tfstructvae.train import write_json_atomic
+    from tfstructvae.rundir import write_json_atomic
     from tfstructvae.visualize import Codec
     start = time.time()
     codec = Codec(args.model)

@@ -58,7 +58,8 @@ def main(argv=None) -> int:
     from tfstructvae import get_preset
     from tfstructvae.data import load_dataset
     from tfstructvae.export import export_saved_model
-    from tfstructvae.train import load_run, train_and_evaluate, write_json_atomic
+    from tfstructvae.rundir import load_run, write_json_atomic
+    from tfstructvae.train import train_and_evaluate
 
     work = tempfile.mkdtemp(prefix="tfstructvae-memory-")
     cfg = get_preset("mnist").override(**{"data.data_dir": args.data_dir, "train.epochs": args.epochs,

@@ -62,7 +62,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from tfstructvae import get_preset
-    from tfstructvae.train import train_or_reuse, write_json_atomic
+    from tfstructvae.rundir import write_json_atomic
+    from tfstructvae.train import train_or_reuse
 
     presets, labels, seeds = args.presets.split(","), [int(v) for v in args.labels.split(",")], \
         [int(v) for v in args.seeds.split(",")]

@@ -51,7 +51,8 @@ def main(argv=None) -> int:
 
     from tfstructvae import get_preset
     from tfstructvae.config import parse_overrides
-    from tfstructvae.train import train_or_reuse, write_json_atomic
+    from tfstructvae.rundir import write_json_atomic
+    from tfstructvae.train import train_or_reuse
 
     rows = []
     for l in [int(v) for v in args.labels.split(",")]:

@@ -34,7 +34,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from tfstructvae import get_preset
-    from tfstructvae.train import train_or_reuse, write_json_atomic
+    from tfstructvae.rundir import write_json_atomic
+    from tfstructvae.train import train_or_reuse
 
     runs = []
     for l in [int(v) for v in args.labels.split(",")]:

@@ -25,7 +25,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfstructvae.config import get_preset  # noqa: E402
-from tfstructvae.train import build_model, compile_model, write_json_atomic  # noqa: E402
+from tfstructvae.rundir import write_json_atomic  # noqa: E402
+from tfstructvae.train import build_model, compile_model  # noqa: E402
 
 
 def dense_shapes(model, batch: int, estimator: str) -> list[tuple[int, int, int]]:

@@ -35,8 +35,8 @@ def main(argv=None) -> int:
 
     from tfstructvae import get_preset
     from tfstructvae.config import parse_overrides
-    from tfstructvae.data import epoch_steps, evaluation_pipeline, labelled_split, training_pipeline
-    from tfstructvae.train import EVAL_BATCH, build_model, compile_model, load_data, write_json_atomic
+    from tfstructvae.rundir import write_json_atomic
+    from tfstructvae.train import prepare_training
 
     cfg = get_preset(args.preset).override(**{
         "data.data_dir": args.data_dir, "data.labels_per_class": args.labels_per_class,
@@ -45,15 +45,8 @@ def main(argv=None) -> int:
         "train.steps_per_epoch": args.steps_per_epoch, **parse_overrides(args.set)}).validate()
     if cfg.data.validation_size < 1:
         p.error("--validation-size must be >= 1: this benchmark reports validation error only")
-    data = load_data(cfg)
-    split = labelled_split(data.y_train, cfg.data.labels_per_class, data.num_classes,
-                           cfg.data.label_seed, cfg.data.validation_size)
-    x_u, x_l, y_l = data.x_train[split.unlabelled], data.x_train[split.labelled], data.y_train[split.labelled]
-    train, _ = training_pipeline(x_u, x_l, y_l, cfg.data)
-    steps = cfg.train.steps_per_epoch or epoch_steps(len(x_u), len(x_l), cfg.data.batch_size)
-    validation = evaluation_pipeline(data.x_train[split.validation], data.y_train[split.validation], EVAL_BATCH)
-    keras.utils.set_random_seed(cfg.train.init_seed)
-    model = compile_model(build_model(cfg, data.image_shape), cfg, steps)
+    run = prepare_training(cfg)      # the same data, split, pipeline and model as `tfstructvae train`
+    model, steps, train, validation = run.model, run.steps, run.pipeline(), run.validation
 
     curve, start = [], time.time()
     command = " ".join(["python", "benchmarks/validation_curve.py", *(argv or sys.argv[1:])])

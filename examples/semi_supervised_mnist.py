@@ -14,7 +14,8 @@ import json
 import numpy as np
 
 from tfstructvae import get_preset
-from tfstructvae.train import load_run, train_and_evaluate
+from tfstructvae.rundir import load_run
+from tfstructvae.train import train_and_evaluate
 
 
 def main():

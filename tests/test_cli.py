@@ -30,7 +30,7 @@ def test_train_writes_a_complete_run(trained_run):
         assert os.path.isfile(os.path.join(run_dir, name)), name
     assert os.listdir(os.path.join(run_dir, "logs", "train"))             # TensorBoard events
     metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
-    for key in ("test_error", "test_elbo", "test_reconstruction", "test_kl_z", "test_kl_y", "wall_time_s"):
+    for key in ("test_error", "test_elbo", "test_reconstruction", "test_kl/z", "test_kl/y", "wall_time_s"):
         assert key in metrics, key
     assert 0 <= metrics["test_error"] < 0.5          # learned: chance is 0.9
     assert metrics["labelled_examples"] == 100

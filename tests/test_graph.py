@@ -1,44 +1,298 @@
-"""The declarative latent graph: validation, and graphs beyond the paper's two nodes."""
+"""The graph language: refused graphs, several discrete nodes, every estimator, partial labels,
+q as a TFP joint distribution, conditional priors, and graphs in the configuration."""
+
+import json
+import math
 
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 
-from tfstructvae import Categorical, LatentGraph, Normal, StructuredVAE
-from tfstructvae.config import ModelConfig, ObjectiveConfig
+from tfstructvae import Bernoulli, Categorical, LatentGraph, Normal, StructuredVAE
+from tfstructvae.config import Config, ConfigError, ModelConfig, ObjectiveConfig, TrainConfig, parse_overrides
+from tfstructvae.families import BernoulliFamily, CategoricalFamily
 from tfstructvae.graph import GraphError
+
+tfd = tfp.distributions
+SHAPE = (8, 8, 1)
+
+
+def images(n=4, seed=0):
+    return tf.constant(np.random.default_rng(seed).uniform(size=(n, *SHAPE)), tf.float32)
+
+
+def small(graph, seed=1, **objective):
+    return StructuredVAE(SHAPE, graph, model_config=ModelConfig(hidden_units=(8,)),
+                         objective_config=ObjectiveConfig(**objective), seed=seed)
 
 
 @pytest.mark.parametrize("nodes,message", [
     ((), "at least one node"),
     ((Categorical("y", 10, labelled=True), Categorical("y", 3, labelled=True)), "duplicate node name 'y'"),
     ((Normal("z", 2, parents=("y",)), Categorical("y", 10, labelled=True)), "parent 'y', which is not an earlier"),
-    ((Normal("z", 2, labelled=True),), "only Categorical nodes can be labelled"),
-    ((Categorical("y", 10, labelled=True), Categorical("c", 3)), r"categorical nodes must be labelled.*\['c'\]"),
-    ((Categorical("y", 1, labelled=True),), "impossible size 1"),
+    ((Normal("z", 2, parents=("w",)),), "node 'z' names parent 'w'"),
+    ((Categorical("y", 3), Normal("z", 2, prior_parents=("c",))), "node 'z' names prior parent 'c'"),
+    ((Categorical("y", 1, labelled=True),), "node 'y' has impossible size 1"),
+    ((Normal("z", 0),), "node 'z' has impossible size 0"),
+    ((Normal("z", 2, estimator="enumerate"),), "node 'z': estimator 'enumerate' does not apply to a normal node"),
+    ((Bernoulli("b", 3, estimator="enumerate"),), "node 'b': estimator 'enumerate' does not apply to a bernoulli"),
+    ((Categorical("y", 3, estimator="gumbel"),), "node 'y': estimator 'gumbel' does not apply"),
+    ((Categorical("y", 3, alpha=5.0),), "node 'y': alpha=5.0 needs a labelled node"),
+    ((Categorical("my y", 3),), "must be a Python identifier"),
 ])
 def test_invalid_graphs_are_refused(nodes, message):
     with pytest.raises(GraphError, match=message):
         LatentGraph(*nodes)
 
 
-@pytest.mark.parametrize("estimator", ["plugin", "enumerate"])
-def test_auxiliary_latent_graph_trains(estimator):
-    """q(a|x) q(y|x,a) q(z|x,y): an ADGM-style auxiliary variable, in the same language."""
-    graph = LatentGraph(Normal("a", 4), Categorical("y", 10, parents=("a",), labelled=True),
-                        Normal("z", 2, parents=("y", "a")))
-    model = StructuredVAE((28, 28, 1), graph, model_config=ModelConfig(hidden_units=(16,)),
-                          objective_config=ObjectiveConfig(estimator=estimator))
-    x = tf.random.uniform([6, 28, 28, 1])
-    y = tf.constant([1, -1, 3, -1, -1, 9])
-    with tf.GradientTape() as tape:
-        terms = model.objective_terms(x, y, training=True)
-        loss = -tf.reduce_mean(terms["elbo"])
-    grads = tape.gradient(loss, model.trainable_variables)
-    assert terms["elbo"].shape == (6,) and np.all(np.isfinite(terms["elbo"].numpy()))
-    # every network, the auxiliary one included, receives a gradient
-    assert all(g is not None for g in grads)
-    q = model.encode(x)
-    assert set(q) == {"a", "y", "z"} and model.classify(x).shape == (6, 10)
-    # kl_z sums the KL of both continuous nodes: a (B,) and z (K, B) under enumerate
-    assert np.all(terms["kl_z"].numpy() > 0)
+def test_impossible_models_are_refused():
+    big = LatentGraph(Categorical("a", 40, estimator="enumerate"), Categorical("b", 40, estimator="enumerate"))
+    with pytest.raises(GraphError, match=r"enumerating \{'a': 40, 'b': 40\} takes 1600 rows.*max_enumeration_rows"):
+        small(big)
+    assert small(big, max_enumeration_rows=1600).estimators["b"].rows.shape == (1600, 1, 40)
+    with pytest.raises(GraphError, match="consistency regulariser needs a labelled categorical node"):
+        small(LatentGraph(Normal("a", 2), Categorical("y", 3, parents=("a",), labelled=True)),
+              consistency_weight=1.0)
+    with pytest.raises(ConfigError, match="model.graph: node 'y': unknown family 'poisson'"):
+        ModelConfig(graph=({"family": "poisson", "name": "y", "size": 3},)).validate()
+    model = small(LatentGraph(Categorical("a", 3, labelled=True), Categorical("b", 2, labelled=True)))
+    with pytest.raises(ValueError, match="2 labelled nodes.*pass labels as a dict"):
+        model.objective_terms(images(), tf.constant([0, 1, 2, -1]))
+    with pytest.raises(ValueError, match="labels given for 'c', which is not a labelled node"):
+        model.objective_terms(images(), {"c": tf.constant([0, 1, 2, -1])})
+
+
+def two_digit_graph(a_estimator="enumerate", b_estimator="enumerate"):
+    return LatentGraph(Categorical("a", 3, labelled=True, estimator=a_estimator),
+                       Categorical("b", 2, parents=("a",), labelled=True, estimator=b_estimator))
+
+
+def test_enumerating_two_nodes_equals_the_double_sum():
+    """U(x) = sum_{i,j} q(a=i|x) q(b=j|x,a=i) [log p(x|i,j) + log p(i) + log p(j) - log q(i) - log q(j|i)]."""
+    model = small(two_digit_graph())
+    x = images()
+    elbo = model.objective_terms(x)["elbo"].numpy()                       # nothing observed
+    qa = model.q_node("a", x, []).probs_parameter().numpy()               # (B, 3)
+    by_hand = np.zeros(len(x))
+    for i in range(3):
+        a = tf.one_hot([i] * len(x), 3)
+        qb = model.q_node("b", x, [a]).probs_parameter().numpy()          # (B, 2)
+        for j in range(2):
+            log_px = model.decode(a=a, b=tf.one_hot([j] * len(x), 2)).log_prob(x).numpy()
+            w = qa[:, i] * qb[:, j]
+            by_hand += w * (log_px + math.log(1 / 3) + math.log(1 / 2) - np.log(qa[:, i]) - np.log(qb[:, j]))
+    np.testing.assert_allclose(elbo, by_hand, rtol=1e-5)
+
+
+@pytest.mark.parametrize("estimators", [("enumerate", "enumerate"), ("enumerate", "plugin"),
+                                        ("plugin", "enumerate"), ("plugin", "plugin")])
+def test_partly_labelled_batch_equals_its_examples_computed_apart(estimators):
+    model = small(two_digit_graph(*estimators))
+    x = images(5)
+    labels = {"a": tf.constant([2, 0, -1, -1, 1]), "b": tf.constant([1, -1, 0, -1, 0])}
+    together = model.objective_terms(x, labels)
+    for i in range(5):
+        alone = model.objective_terms(x[i:i + 1], {k: v[i:i + 1] for k, v in labels.items()})
+        for name in ("reconstruction", "kl/a", "kl/b", "log_q/a", "log_q/b", "elbo", "entropy"):
+            np.testing.assert_allclose(together[name].numpy()[i], alone[name].numpy()[0], rtol=1e-5, atol=1e-5,
+                                       err_msg=f"example {i} {name}")
+    # an example with both labels is the labelled ELBO: -kl is log p(label), log_q is log q(label | ...)
+    np.testing.assert_allclose(together["kl/a"].numpy()[0], math.log(3), rtol=1e-6)
+    np.testing.assert_allclose(together["kl/b"].numpy()[0], math.log(2), rtol=1e-6)
+    qa = model.q_node("a", x, []).probs_parameter().numpy()
+    np.testing.assert_allclose(together["log_q/a"].numpy()[[0, 1, 4]], np.log(qa[[0, 1, 4], [2, 0, 1]]), rtol=1e-5)
+    np.testing.assert_array_equal(together["log_q/a"].numpy()[[2, 3]], 0.0)
+
+
+def test_relaxed_samples_and_log_prob_match_tfp_and_approach_one_hot():
+    logits = tf.constant([[1.0, -0.5, 0.3, 2.0], [0.0, 0.0, 0.0, 0.0]])
+    q, prior = CategoricalFamily.distribution(logits), CategoricalFamily.fixed_prior(4)
+    seed = tf.constant([3, 4], tf.int32)
+    value, kl = CategoricalFamily.relaxed_sample(q, prior, 0.66, seed)
+    relaxed_q = tfd.RelaxedOneHotCategorical(0.66, logits=logits)
+    relaxed_p = tfd.RelaxedOneHotCategorical(0.66, logits=tf.zeros([4]))
+    np.testing.assert_allclose(value.numpy(), relaxed_q.sample(seed=seed).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(kl.numpy(), (relaxed_q.log_prob(value) - relaxed_p.log_prob(value)).numpy(),
+                               rtol=1e-3, atol=1e-3)
+    many = tf.tile(logits, [500, 1])
+    largest = [CategoricalFamily.relaxed_sample(CategoricalFamily.distribution(many), prior, t, seed)[0]
+               .numpy().max(-1).mean() for t in (5.0, 0.5, 0.05, 0.005)]
+    assert np.all(np.diff(largest) > 0) and largest[0] < 0.5 and largest[-1] > 0.99
+    # Bernoulli: the binary Concrete, the same as tfd.RelaxedBernoulli's sample
+    b_logits = tf.constant([[0.5, -1.0, 2.0]])
+    value, _ = BernoulliFamily.relaxed_sample(BernoulliFamily.distribution(b_logits),
+                                              BernoulliFamily.fixed_prior(3), 0.5, seed)
+    assert value.shape == (1, 3) and np.all((value.numpy() > 0) & (value.numpy() < 1))
+
+
+def test_relaxed_node_temperature_anneals():
+    model = small(LatentGraph(Categorical("y", 3, labelled=True, estimator="relaxed")),
+                  temperature=0.5, temperature_start=2.0, temperature_anneal_steps=100)
+    model.compile(optimizer="adam")
+    assert float(model._temperature()) == pytest.approx(2.0)
+    model.optimizer.iterations.assign(50)
+    assert float(model._temperature()) == pytest.approx(1.0)
+    model.optimizer.iterations.assign(1000)
+    assert float(model._temperature()) == pytest.approx(0.5)
+
+
+def test_supervised_normal_and_bernoulli_nodes():
+    graph = LatentGraph(Normal("slant", 1, labelled=True, alpha=2.0), Bernoulli("attrs", 3, labelled=True),
+                        Normal("z", 2, parents=("slant", "attrs")))
+    model = small(graph)
+    x = images(3)
+    labels = {"slant": tf.constant([[0.5], [np.nan], [-1.0]]), "attrs": tf.constant([[1, 0, 1], [0, 0, 1], [-1, 0, 1]])}
+    terms = model.objective_terms(x, labels)
+    q_slant = model.q_node("slant", x, [])
+    standard = tfd.Normal(0.0, 1.0)
+    np.testing.assert_allclose(terms["kl/slant"].numpy()[[0, 2]], -standard.log_prob([0.5, -1.0]).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(terms["kl/slant"].numpy()[1],
+                               tfd.kl_divergence(q_slant, tfd.Independent(tfd.Normal([0.0], 1.0), 1)).numpy()[1],
+                               rtol=1e-5)
+    np.testing.assert_allclose(terms["log_q/slant"].numpy()[[0, 2]],
+                               q_slant.log_prob([[0.5], [0.0], [-1.0]]).numpy()[[0, 2]], rtol=1e-5)
+    assert terms["log_q/slant"].numpy()[1] == 0.0
+    q_attrs = model.q_node("attrs", x, [])
+    np.testing.assert_allclose(terms["log_q/attrs"].numpy()[:2],
+                               q_attrs.log_prob([[1.0, 0, 1], [0, 0, 1], [0, 0, 0]]).numpy()[:2], rtol=1e-5)
+    np.testing.assert_allclose(terms["kl/attrs"].numpy()[:2], 3 * math.log(2), rtol=1e-5)
+    assert terms["log_q/attrs"].numpy()[2] == 0.0 and model.alphas() == {"slant": 2.0, "attrs": 50.0}
+
+
+def test_posterior_is_a_joint_distribution_that_pins_observed_nodes():
+    graph = LatentGraph(Categorical("y", 3, labelled=True), Normal("z", 2, parents=("y",)))
+    model = small(graph)
+    x = images()
+    q = model.posterior(x)
+    assert isinstance(q, tfd.JointDistribution)
+    sample = q.sample(seed=(1, 2))
+    assert sample.y.shape == (4, 3) and sample.z.shape == (4, 2)
+    by_hand = (model.q_node("y", x, []).log_prob(sample.y)
+               + model.q_node("z", x, [sample.y]).log_prob(sample.z))
+    np.testing.assert_allclose(q.log_prob(sample).numpy(), by_hand.numpy(), rtol=1e-5)
+    y = tf.constant([2, 0, 1, 1])
+    dists, _ = q.sample_distributions(seed=(1, 2), y=tf.one_hot(y, 3))
+    np.testing.assert_allclose(dists.z.mean().numpy(), model.encode(x, y=y)["z"].mean().numpy(), rtol=1e-5)
+
+
+def test_conditional_prior_learns_a_mean_per_class_and_its_kl_is_analytic():
+    graph = LatentGraph(Categorical("y", 3, labelled=True), Normal("z", 2, parents=("y",), prior_parents=("y",)))
+    for estimator in ("plugin", "enumerate"):
+        model = small(graph, estimator=estimator)
+        net = model.prior_nets["z"]
+        net.projections[0].kernel.assign(tf.reshape(tf.range(12, dtype=tf.float32) / 10, (3, 4)))
+        x, y = images(), tf.constant([0, 2, 1, -1])
+        kl = model.objective_terms(x, y)["kl/z"].numpy()
+        params = net.projections[0].kernel.numpy() + net.projections[0].bias.numpy()        # (3, 4): per class
+        loc, scale = params[:, :2], np.log1p(np.exp(params[:, 2:])) + 1e-3
+
+        def kl_given(k, i):
+            qz = model.q_node("z", x, [tf.one_hot([k] * 4, 3)])
+            mu, sigma = qz.distribution.loc.numpy()[i], qz.distribution.scale.numpy()[i]
+            return np.sum(np.log(scale[k] / sigma) + (sigma ** 2 + (mu - loc[k]) ** 2) / (2 * scale[k] ** 2) - 0.5)
+        np.testing.assert_allclose(kl[:3], [kl_given(0, 0), kl_given(2, 1), kl_given(1, 2)], rtol=1e-4)
+        if estimator == "enumerate":
+            qy = model.classify(x).numpy()[3]
+            np.testing.assert_allclose(kl[3], sum(qy[k] * kl_given(k, 3) for k in range(3)), rtol=1e-4)
+
+
+def test_graph_round_trips_through_the_configuration_and_set():
+    graph = LatentGraph(Normal("aux", 4), Categorical("y", 10, parents=("aux",), labelled=True, alpha=20.0),
+                        Bernoulli("thick", 1, estimator="plugin"), Normal("z", 2, parents=("y", "aux")))
+    cfg = Config(model=ModelConfig(graph=graph.to_config(), hidden_units=(8,)),
+                 train=TrainConfig(epochs=1)).validate()
+    again = Config.from_dict(json.loads(cfg.to_json()))
+    assert again == cfg and again.model.latent_graph() == graph
+    model = StructuredVAE.from_config(again, image_shape=SHAPE)
+    assert model.latent_graph == graph
+    rebuilt = StructuredVAE.from_config(model.get_config())
+    assert rebuilt.latent_graph == graph and rebuilt.image_shape == SHAPE
+    text = json.dumps([{"family": "categorical", "name": "y", "size": 10, "labelled": True},
+                       {"family": "normal", "name": "z", "size": 2, "parents": ["y"]}])
+    changed = Config().override(**parse_overrides([f"model.graph={text}"])).validate()
+    assert changed.model.latent_graph() == LatentGraph(Categorical("y", 10, labelled=True),
+                                                       Normal("z", 2, parents=("y",)))
+
+
+def test_decode_and_encode_per_node():
+    graph = LatentGraph(Categorical("a", 3, labelled=True), Categorical("b", 2, labelled=True, estimator="relaxed"),
+                        Normal("z", 2, parents=("a", "b")))
+    model = small(graph)
+    x = images()
+    q = model.encode(x, values={"b": tf.constant([0, 1, 1, 0])})
+    assert set(q) == {"a", "b", "z"} and q["z"].batch_shape == (4,)
+    assert model.classify(x, node="b").shape == (4, 2)
+    p = model.decode(tf.constant([0, 1, 2, 0]), tf.constant([1, 0, 1, 0]), tf.zeros([4, 2]))
+    assert p.batch_shape == (4,) and p.event_shape == SHAPE
+    with pytest.raises(ValueError, match=r"missing \['z'\]"):
+        model.decode(a=tf.constant([0]), b=tf.constant([1]))
+
+
+MIXES = {
+    "m2-enumerate": LatentGraph(Categorical("y", 10, labelled=True, estimator="enumerate"),
+                                Normal("z", 2, parents=("y",))),
+    "two-digits-enumerate": LatentGraph(Categorical("d1", 10, labelled=True, estimator="enumerate"),
+                                        Categorical("d2", 10, labelled=True, estimator="enumerate"),
+                                        Normal("z", 2, parents=("d1", "d2"))),
+    "enumerate+relaxed+plugin": LatentGraph(Categorical("y", 10, labelled=True, estimator="enumerate"),
+                                            Categorical("c", 4, estimator="relaxed"),
+                                            Bernoulli("b", 3, estimator="plugin"),
+                                            Normal("z", 2, parents=("y", "c"), prior_parents=("y",))),
+    "relaxed-y+supervised-normal": LatentGraph(Categorical("y", 10, labelled=True, estimator="relaxed"),
+                                               Normal("slant", 1, labelled=True), Bernoulli("b", 2),
+                                               Normal("z", 2, parents=("y", "slant"))),
+}
+
+
+@pytest.mark.parametrize("mix", sorted(MIXES))
+def test_every_estimator_mix_trains_compiled_and_traced_once(mnist, mix):
+    graph = MIXES[mix]
+    n, batch = 256, 32
+    x = mnist.x_train[:n].astype(np.float32) / 255.0
+    rng = np.random.default_rng(0)
+    labels = {}
+    for node in graph.labelled_nodes:          # about half of every label present, independently per node
+        keep = rng.uniform(size=n) < 0.5
+        if node.family == "categorical":
+            labels[node.name] = np.where(keep, mnist.y_train[:n] % node.size, -1).astype(np.int32)
+        else:
+            labels[node.name] = np.where(keep[:, None], rng.normal(size=(n, node.size)), np.nan).astype(np.float32)
+    ds = tf.data.Dataset.from_tensor_slices((x, labels)).repeat().batch(batch, drop_remainder=True)
+    model = StructuredVAE((28, 28, 1), graph, model_config=ModelConfig(hidden_units=(32,)),
+                          objective_config=ObjectiveConfig(estimator="plugin", consistency_weight=1.0,
+                                                           entropy_weight=1.0, alpha=10.0))
+    model.compile(optimizer="adam", jit_compile=True)
+    model.optimizer.build(model.trainable_variables)
+    traces = []
+    step = model.train_step
+
+    def counted(data):
+        traces.append(1)
+        return step(data)
+
+    model.train_step = counted
+    history = model.fit(ds, epochs=2, steps_per_epoch=3, verbose=0).history
+    assert model.jit_compile is True and len(traces) == 1
+    for node in graph:
+        assert np.all(np.isfinite(history[f"kl/{node.name}"])), node.name
+    for name in ("loss", "elbo", "reconstruction", "accuracy", "consistency"):
+        assert np.all(np.isfinite(history[name])), name
+    assert all(f"log_q/{n.name}" in history for n in graph.labelled_nodes)
+
+
+def test_a_general_graph_exports_and_reloads(tmp_path):
+    from tfstructvae.export import export_saved_model
+    graph = LatentGraph(Categorical("digit", 3, labelled=True), Categorical("colour", 2, estimator="relaxed"),
+                        Bernoulli("thick", 2), Normal("style", 2, parents=("digit",)))
+    model = small(graph)
+    diffs = export_saved_model(model, str(tmp_path / "saved"))      # compares every signature after reloading
+    assert max(diffs.values()) < 1e-5
+    loaded = tf.saved_model.load(str(tmp_path / "saved"))
+    decode = loaded.signatures["decode"]
+    assert set(decode.structured_input_signature[1]) == {"classes", "colour", "thick", "style"}
+    out = loaded.signatures["encode"](images=images(2))
+    assert set(out) == {"probabilities", "colour_probabilities", "thick_probabilities", "style_mean", "style_scale"}
+    from tfstructvae import visualize
+    grid = visualize.analogies(visualize.Codec(model), images(2).numpy())
+    assert grid.shape == (2, 3, *SHAPE)

@@ -1,6 +1,7 @@
 """Objectives against closed forms, and distribution shapes."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import tensorflow as tf
 
 from tfstructvae import objectives
 from tfstructvae.config import ModelConfig, ObjectiveConfig
+from tfstructvae.families import CategoricalFamily, NormalFamily
 from tfstructvae.model import StructuredVAE
 
 K, D, B = 10, 3, 4
@@ -43,24 +45,39 @@ def test_normal_kl_matches_closed_form():
     mu, sigma = q.distribution.loc.numpy(), q.distribution.scale.numpy()
     by_hand = 0.5 * np.sum(mu ** 2 + sigma ** 2 - 1.0 - 2.0 * np.log(sigma), axis=-1)
     np.testing.assert_allclose(
-        objectives.tfd.kl_divergence(q, objectives.standard_normal_prior(D)).numpy(), by_hand, rtol=1e-5)
-    # the model's kl_z for labelled examples is exactly this KL (no sampling involved)
+        objectives.tfd.kl_divergence(q, NormalFamily.fixed_prior(D)).numpy(), by_hand, rtol=1e-5)
+    # the model's kl/z for labelled examples is exactly this KL (no sampling involved)
     terms = model.objective_terms(images(), tf.constant([0, 3, 5, 9]))
-    np.testing.assert_allclose(terms["kl_z"].numpy(), by_hand, rtol=1e-5)
+    np.testing.assert_allclose(terms["kl/z"].numpy(), by_hand, rtol=1e-5)
 
 
 def test_categorical_entropy_and_kl_y_by_hand():
     logits = tf.constant([[0.0, 1.0, -2.0, 0.5], [3.0, 3.0, 3.0, 3.0]])
-    q = objectives.tfd.OneHotCategorical(logits=logits, dtype=tf.float32)
+    q = CategoricalFamily.distribution(logits)
     p = tf.nn.softmax(logits).numpy()
     entropy = -np.sum(p * np.log(p), axis=-1)
-    unlabelled = tf.constant([False, False])
-    np.testing.assert_allclose(objectives.unlabelled_entropy(q, unlabelled).numpy(), entropy, rtol=1e-6)
+    np.testing.assert_allclose(q.entropy().numpy(), entropy, rtol=1e-6)
     # KL(q || uniform) = log K - H(q); a labelled example pays -log p(y) = log K.
-    np.testing.assert_allclose(objectives.kl_y(q, unlabelled, 4).numpy(), math.log(4) - entropy,
+    prior = CategoricalFamily.fixed_prior(4)
+    np.testing.assert_allclose(CategoricalFamily.kl(q, prior, None).numpy(), math.log(4) - entropy,
                                rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(objectives.kl_y(q, tf.constant([True, False]), 4).numpy(),
-                               [math.log(4), math.log(4) - entropy[1]], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(-prior.log_prob(tf.one_hot([2], 4)).numpy(), [math.log(4)], rtol=1e-6)
+
+
+def test_m2_terms_identical_to_the_implementation_before_the_graph_restructuring():
+    """tests/data/m2_reference.npz: the terms of the single-label M2 code (commit f8356f4) for fixed
+    weights, noise and a half-labelled batch, with both estimators and the consistency term."""
+    ref = np.load(os.path.join(os.path.dirname(__file__), "data", "m2_reference.npz"))
+    renamed = {"kl_z": "kl/z", "kl_y": "kl/y", "log_q_label": "log_q/y", "entropy_unlabelled": "entropy"}
+    for estimator in ("plugin", "enumerate"):
+        model = StructuredVAE((28, 28, 1), model_config=ModelConfig(style_dim=3, hidden_units=(16,)),
+                              objective_config=ObjectiveConfig(estimator=estimator, consistency_weight=1.0), seed=5)
+        model.set_weights([ref[f"{estimator}/w{i}"] for i in range(int(ref[f"{estimator}/n_weights"]))])
+        model.seed_generator.state.assign(ref[f"{estimator}/seed_state"])
+        terms = model.objective_terms(tf.constant(ref["x"]), tf.constant(ref["y"]), training=True)
+        for old in ("reconstruction", "kl_z", "kl_y", "elbo", "log_q_label", "entropy_unlabelled", "consistency"):
+            np.testing.assert_allclose(terms[renamed.get(old, old)].numpy(), ref[f"{estimator}/{old}"],
+                                       rtol=1e-6, atol=1e-6, err_msg=f"{estimator} {old}")
 
 
 def test_enumerate_equals_explicit_sum_over_classes():
@@ -86,23 +103,23 @@ def test_plugin_labelled_and_unlabelled_terms():
     model = tiny_model("plugin")
     x = images(4)
     terms = model.objective_terms(x, tf.constant([2, -1, 7, -1]))
-    np.testing.assert_allclose(terms["kl_y"].numpy()[[0, 2]], math.log(K), rtol=1e-6)
+    np.testing.assert_allclose(terms["kl/y"].numpy()[[0, 2]], math.log(K), rtol=1e-6)
     np.testing.assert_array_equal(terms["labelled"].numpy(), [1, 0, 1, 0])
-    np.testing.assert_array_equal(terms["log_q_label"].numpy()[[1, 3]], 0.0)
+    np.testing.assert_array_equal(terms["log_q/y"].numpy()[[1, 3]], 0.0)
     log_q = np.log(model.classify(x).numpy())
-    np.testing.assert_allclose(terms["log_q_label"].numpy()[[0, 2]], log_q[[0, 2], [2, 7]], rtol=1e-4)
-    for name in ("reconstruction", "kl_z", "kl_y", "elbo"):
+    np.testing.assert_allclose(terms["log_q/y"].numpy()[[0, 2]], log_q[[0, 2], [2, 7]], rtol=1e-4)
+    for name in ("reconstruction", "kl/z", "kl/y", "elbo"):
         assert terms[name].shape == (B,)
         assert np.all(np.isfinite(terms[name].numpy()))
 
 
 def test_loss_weights_and_warmup():
     terms = {k: tf.constant(v, tf.float32) for k, v in {
-        "reconstruction": [-100.0, -90.0], "kl_z": [5.0, 4.0], "kl_y": [2.0, 1.0],
-        "log_q_label": [-0.5, 0.0], "entropy_unlabelled": [0.0, 1.5], "consistency": [0.1, 0.2]}.items()}
-    loss = objectives.per_example_loss(terms, alpha=10.0, beta=0.5, entropy_weight=2.0,
+        "reconstruction": [-100.0, -90.0], "kl/z": [5.0, 4.0], "kl/y": [2.0, 1.0], "kl/c": [1.0, 0.0],
+        "log_q/y": [-0.5, 0.0], "log_q/c": [-2.0, -1.0], "entropy": [0.0, 1.5], "consistency": [0.1, 0.2]}.items()}
+    loss = objectives.per_example_loss(terms, {"y": 10.0, "c": 1.0}, beta=0.5, entropy_weight=2.0,
                                        consistency_weight=3.0).numpy()
-    np.testing.assert_allclose(loss, [100 + 0.5 * 7 + 5.0 + 0.3, 90 + 0.5 * 5 + 3.0 + 0.6], rtol=1e-6)
+    np.testing.assert_allclose(loss, [100 + 0.5 * 8 + 5.0 + 2.0 + 0.3, 90 + 0.5 * 5 + 1.0 + 3.0 + 0.6], rtol=1e-6)
     assert float(objectives.kl_warmup(50, 100)) == pytest.approx(0.5)
     assert float(objectives.kl_warmup(500, 100)) == 1.0
     assert float(objectives.kl_warmup(0, 0)) == 1.0

@@ -5,9 +5,9 @@ import os as _os
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfstructvae.config import Config, ConfigError, get_preset, PRESETS  # noqa: E402
-from tfstructvae.graph import Categorical, LatentGraph, Normal, digit_style_graph  # noqa: E402
+from tfstructvae.graph import Bernoulli, Categorical, LatentGraph, Normal, digit_style_graph  # noqa: E402
 from tfstructvae.model import StructuredVAE  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["Categorical", "Config", "ConfigError", "LatentGraph", "Normal", "PRESETS",
+__all__ = ["Bernoulli", "Categorical", "Config", "ConfigError", "LatentGraph", "Normal", "PRESETS",
            "StructuredVAE", "digit_style_graph", "get_preset"]

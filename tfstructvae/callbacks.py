@@ -15,11 +15,17 @@ class StopOnNonFinite(keras.callbacks.Callback):
     """Stop at the first step whose logged terms are not finite, and say which term and step.
 
     Keras's TerminateOnNaN watches only the loss; this names the objective term
-    (reconstruction, kl_z, kl_y, classifier, ...) that went bad first. After fit,
+    (reconstruction, kl/<node>, log_q/<node>, ...) that went bad first. After fit,
     `raise_if_failed()` raises NonFiniteError with that message.
     """
 
-    ORDER = ("reconstruction", "kl_z", "kl_y", "classifier", "entropy", "consistency", "elbo", "loss")
+    # The terms, then what is computed from them: the first bad one in this order is the cause.
+    FIRST = ("reconstruction",)
+    LAST = ("entropy", "consistency", "elbo", "loss")
+
+    def _ordered(self, logs):
+        middle = sorted(k for k in logs if k.startswith(("kl/", "log_q/")))
+        return [k for k in (*self.FIRST, *middle, *self.LAST) if k in logs]
 
     def __init__(self):
         super().__init__()
@@ -30,7 +36,7 @@ class StopOnNonFinite(keras.callbacks.Callback):
         self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        bad = [k for k in self.ORDER if k in (logs or {}) and not math.isfinite(float(logs[k]))]
+        bad = [k for k in self._ordered(logs or {}) if not math.isfinite(float(logs[k]))]
         if bad:
             step = int(self.model.optimizer.iterations.numpy())
             self.message = (f"training stopped at step {step} (epoch {self._epoch + 1}, batch {batch + 1}): "

@@ -19,7 +19,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--supervision-mode", choices=("rate", "share"))
     p.add_argument("--supervision-rate", type=float, help="fraction of minibatches that are labelled")
     p.add_argument("--labelled-share", type=float, help="fraction of each minibatch that is labelled")
-    p.add_argument("--estimator", help="plugin | enumerate")
+    p.add_argument("--estimator", help="plugin | enumerate | relaxed (the default of discrete nodes)")
     p.add_argument("--alpha", type=float, help="classifier weight per labelled example")
     p.add_argument("--style-dim", type=int)
     p.add_argument("--epochs", type=int)
@@ -71,7 +71,7 @@ def export_run(run_dir: str, out_dir: str) -> dict:
     import os
     import shutil
     from tfstructvae.export import describe, export_saved_model
-    from tfstructvae.train import RunDirError, load_run
+    from tfstructvae.rundir import RunDirError, load_run
     if os.path.exists(out_dir) and os.listdir(out_dir):
         raise RunDirError(f"{out_dir} exists and is not empty; choose a new directory")
     cfg, model = load_run(run_dir)
@@ -85,7 +85,7 @@ def export_run(run_dir: str, out_dir: str) -> dict:
 def draw(args) -> dict:
     import numpy as np
     from tfstructvae import visualize
-    codec = visualize.Codec(args.model)
+    codec = visualize.Codec(args.model, node=args.node, style=args.style)
     if args.command == "style-grid":
         image = visualize.style_figure(codec, steps=args.steps)
     else:
@@ -123,17 +123,21 @@ def main(argv=None) -> int:
     an.add_argument("--out", required=True)
     an.add_argument("--data-dir")
     an.add_argument("--count", type=int, default=10, help="number of source images")
+    an.add_argument("--node", help="the categorical node to vary (default: the class)")
+    an.add_argument("--style", help="the continuous node read as the style (default: the class's child)")
     sg = sub.add_parser("style-grid", help="PNG: a grid over a 2-d style for every class")
     sg.add_argument("model", help="a run directory or an exported SavedModel")
     sg.add_argument("--out", required=True)
     sg.add_argument("--steps", type=int, default=8)
+    sg.add_argument("--node", help="the categorical node to vary (default: the class)")
+    sg.add_argument("--style", help="the 2-d continuous node to sweep (default: the class's child)")
     args = parser.parse_args(argv)
 
     from tfstructvae.callbacks import NonFiniteError
     from tfstructvae.config import ConfigError
     from tfstructvae.data import DataError
-    from tfstructvae.train import (RunDirError, TrainingInterrupted, evaluate_run, read_run_config,
-                                   train_and_evaluate)
+    from tfstructvae.rundir import RunDirError, read_run_config
+    from tfstructvae.train import TrainingInterrupted, evaluate_run, train_and_evaluate
     try:
         if args.command == "train":
             cfg = config_from_args(args)

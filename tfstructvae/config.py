@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-ESTIMATORS = ("plugin", "enumerate")
+ESTIMATORS = ("plugin", "enumerate", "relaxed")
 SUPERVISION_MODES = ("rate", "share")
 LIKELIHOODS = ("bernoulli", "normal")
 NETWORKS = ("mlp", "conv")
@@ -82,6 +82,26 @@ class ModelConfig:
     likelihood: str = "bernoulli" # "bernoulli" for binary-like images, "normal" for colour images
     batch_norm: bool = False
     scale_floor: float = 1e-3   # softplus(.) + floor keeps q(z|x,y) scales away from 0
+    # The latent graph as node dicts (graph.py, `LatentGraph.to_config()`); None: the paper's
+    # q(y|x) q(z|x,y) with `num_classes` and `style_dim`.
+    graph: tuple[dict, ...] | None = None
+
+    def __post_init__(self):
+        if self.graph is not None:   # canonical form, so a config compares equal after a JSON round trip
+            from tfstructvae.graph import GraphError, node_from_config
+            try:
+                object.__setattr__(self, "graph", tuple(node_from_config(s).to_config() for s in self.graph))
+            except (GraphError, TypeError, AttributeError):
+                pass   # validate() names the problem
+
+    def latent_graph(self):
+        from tfstructvae.graph import GraphError, LatentGraph, digit_style_graph
+        try:
+            if self.graph is None:
+                return digit_style_graph(self.num_classes, self.style_dim)
+            return LatentGraph.from_config(self.graph)
+        except GraphError as e:
+            raise ConfigError(f"model.graph: {e}") from None
 
     def validate(self) -> None:
         if self.num_classes < 2:
@@ -100,6 +120,7 @@ class ModelConfig:
                               f"expected one of {NETWORKS}")
         if self.likelihood not in LIKELIHOODS:
             raise ConfigError(f"unknown likelihood {self.likelihood!r}; expected one of {LIKELIHOODS}")
+        self.latent_graph()
 
 
 @dataclass(frozen=True)
@@ -115,6 +136,13 @@ class ObjectiveConfig:
     consistency_epsilon: float = 2.0   # L2 radius of the adversarial perturbation
     consistency_xi: float = 10.0       # finite-difference step of the power iteration
     kl_warmup_steps: int = 0
+    # Relaxed (Concrete) nodes: the temperature, annealed exponentially from `temperature_start`
+    # over `temperature_anneal_steps` when those are set (Jang et al. 2017).
+    temperature: float = 0.66
+    temperature_start: float | None = None
+    temperature_anneal_steps: int = 0
+    # Refuse graphs whose enumerated nodes' product space exceeds this many rows per example.
+    max_enumeration_rows: int = 1024
 
     def validate(self) -> None:
         if self.estimator not in ESTIMATORS:
@@ -125,6 +153,11 @@ class ObjectiveConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.kl_warmup_steps < 0:
             raise ConfigError(f"kl_warmup_steps must be >= 0, got {self.kl_warmup_steps}")
+        if self.temperature <= 0 or (self.temperature_start is not None and self.temperature_start <= 0):
+            raise ConfigError(f"relaxed temperatures must be > 0, got temperature={self.temperature}, "
+                              f"temperature_start={self.temperature_start}")
+        if self.temperature_anneal_steps < 0 or self.max_enumeration_rows < 1:
+            raise ConfigError("temperature_anneal_steps must be >= 0 and max_enumeration_rows >= 1")
 
 
 @dataclass(frozen=True)

@@ -1,24 +1,42 @@
-"""Declarative latent graphs for the recognition model q.
+"""Declarative latent graphs for the recognition model q and the prior p.
 
-A graph lists named latent nodes in the order q samples them; each node names
-its parents in q (besides the observation x, which every node sees):
+A graph lists named latent nodes in the order q samples them. Each node names
+its parents in q (besides the observation x, which every node sees) and,
+optionally, its parents in p:
 
     q(nodes | x) = prod_n q(n | x, parents(n))
-    p(x, nodes)  = prod_n p(n) * p(x | all nodes)         p(n) fixed priors
+    p(x, nodes)  = prod_n p(n | prior_parents(n)) * p(x | all nodes)
+
+A node is *free* (never observed) or *labelled* (supervised: observed on the
+examples that carry a value for it, and then pinned in q and p). The families:
+
+    Categorical(name, K)   q = OneHotCategorical(logits), p = Cat(1/K)       labels: int, -1 = missing
+    Normal(name, D)        q = diagonal Normal,           p = N(0, I)        labels: float (B, D), NaN = missing
+    Bernoulli(name, D)     q = D independent Bernoulli,   p = Bernoulli(0.5) labels: int (B, D) in {0, 1}, -1 = missing
+
+A node with `prior_parents` gets a conditional prior whose parameters are a
+learned linear function of those nodes (e.g. a mean style per digit).
+
+Discrete nodes choose how the unlabelled objective handles them (`estimator`):
+`enumerate` (the exact sum over values; several enumerated nodes share one
+product space), `plugin` (the probability vector is fed to the networks) or
+`relaxed` (a Concrete / Gumbel-softmax sample). Normal nodes are always sampled
+by reparameterisation. `None` takes the objective's default where it applies to
+the family, else the family's own default.
 
 The running example (Siddharth et al. 2016) is
 
-    LatentGraph(Categorical("digit", 10, labelled=True),
-                Normal("style", 2, parents=("digit",)))
+    LatentGraph(Categorical("y", 10, labelled=True),
+                Normal("z", 2, parents=("y",)))
 
-i.e. q(y|x) q(z|x,y) with p(y) = Cat(1/K), p(z) = N(0, I). At most one
-categorical node can be observed (labelled); it is the one the unlabelled
-estimators (`plugin`, `enumerate`) marginalise.
+i.e. q(y|x) q(z|x,y) with p(y) = Cat(1/K), p(z) = N(0, I).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 
 class GraphError(ValueError):
@@ -26,24 +44,79 @@ class GraphError(ValueError):
 
 
 @dataclass(frozen=True)
-class Categorical:
-    """A discrete node with `size` values; q is OneHotCategorical(logits), p uniform."""
+class _Node:
     name: str
     size: int
-    parents: tuple[str, ...] = ()
-    labelled: bool = False
+    parents: tuple[str, ...] = ()          # parents in q (x is always a parent)
+    labelled: bool = False                 # supervised: observed where an example carries a value
+    estimator: str | None = None           # discrete nodes: enumerate | plugin | relaxed (None: default)
+    alpha: float | None = None             # weight of log q(node = value) per labelled example (None: objective.alpha)
+    prior_parents: tuple[str, ...] = ()    # parents in p (conditional prior); () = fixed prior
+
+    family: ClassVar[str] = ""
+    estimators: ClassVar[tuple[str, ...]] = ()
+    default_estimator: ClassVar[str] = ""
+    min_size: ClassVar[int] = 1
+
+    def __post_init__(self):
+        # Accept lists (from JSON) for the tuple fields so that specs compare equal after a round trip.
+        object.__setattr__(self, "parents", tuple(self.parents))
+        object.__setattr__(self, "prior_parents", tuple(self.prior_parents))
+
+    @property
+    def discrete(self) -> bool:
+        return self.family != "normal"
+
+    def to_config(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.update(family=self.family, parents=list(self.parents), prior_parents=list(self.prior_parents))
+        return d
 
 
 @dataclass(frozen=True)
-class Normal:
-    """A continuous node of dimension `size`; q is a diagonal Normal, p = N(0, I)."""
-    name: str
-    size: int
-    parents: tuple[str, ...] = ()
-    labelled: bool = False
+class Categorical(_Node):
+    """A discrete node with `size` values."""
+    family: ClassVar[str] = "categorical"
+    estimators: ClassVar[tuple[str, ...]] = ("enumerate", "plugin", "relaxed")
+    default_estimator: ClassVar[str] = "plugin"
+    min_size: ClassVar[int] = 2
 
 
-Node = Categorical | Normal
+@dataclass(frozen=True)
+class Normal(_Node):
+    """A continuous node of dimension `size`."""
+    family: ClassVar[str] = "normal"
+    estimators: ClassVar[tuple[str, ...]] = ("sample",)
+    default_estimator: ClassVar[str] = "sample"
+
+
+@dataclass(frozen=True)
+class Bernoulli(_Node):
+    """`size` binary attributes."""
+    family: ClassVar[str] = "bernoulli"
+    # Enumerating D binary attributes would take 2^D rows; the relaxed or plug-in estimators scale.
+    estimators: ClassVar[tuple[str, ...]] = ("plugin", "relaxed")
+    default_estimator: ClassVar[str] = "relaxed"
+
+
+FAMILIES = {cls.family: cls for cls in (Categorical, Normal, Bernoulli)}
+Node = Categorical | Normal | Bernoulli
+
+
+def node_from_config(spec: dict[str, Any]) -> Node:
+    spec = dict(spec)
+    family = spec.pop("family", None)
+    if family not in FAMILIES:
+        raise GraphError(f"node {spec.get('name', '?')!r}: unknown family {family!r}; "
+                         f"expected one of {sorted(FAMILIES)}")
+    fields = {f.name for f in dataclasses.fields(FAMILIES[family])}
+    unknown = sorted(set(spec) - fields)
+    if unknown:
+        raise GraphError(f"node {spec.get('name', '?')!r}: unknown fields {unknown}; expected some of {sorted(fields)}")
+    try:
+        return FAMILIES[family](**spec)
+    except TypeError as e:
+        raise GraphError(f"node {spec.get('name', '?')!r}: {e}") from None
 
 
 class LatentGraph:
@@ -58,49 +131,79 @@ class LatentGraph:
             raise GraphError("a latent graph needs at least one node")
         seen: set[str] = set()
         for node in self.nodes:
-            if not isinstance(node, (Categorical, Normal)):
-                raise GraphError(f"graph nodes must be Categorical or Normal, got {node!r}")
+            if not isinstance(node, tuple(FAMILIES.values())):
+                raise GraphError(f"graph nodes must be Categorical, Normal or Bernoulli, got {node!r}")
+            if not isinstance(node.name, str) or not node.name.isidentifier():
+                raise GraphError(f"node name {node.name!r} must be a Python identifier")
             if node.name in seen:
                 raise GraphError(f"duplicate node name {node.name!r}")
-            if node.size < 1 or (isinstance(node, Categorical) and node.size < 2):
-                raise GraphError(f"node {node.name!r} has impossible size {node.size}")
-            for parent in node.parents:
-                if parent not in seen:
-                    raise GraphError(
-                        f"node {node.name!r} names parent {parent!r}, which is not an earlier node "
-                        f"(nodes so far: {sorted(seen)}); list parents before children")
-            if node.labelled and not isinstance(node, Categorical):
-                raise GraphError(f"only Categorical nodes can be labelled; {node.name!r} is Normal")
+            if not isinstance(node.size, int) or node.size < node.min_size:
+                raise GraphError(f"node {node.name!r} has impossible size {node.size} "
+                                 f"(a {node.family} node needs size >= {node.min_size})")
+            for kind, parents in (("parent", node.parents), ("prior parent", node.prior_parents)):
+                for parent in parents:
+                    if parent not in seen:
+                        raise GraphError(
+                            f"node {node.name!r} names {kind} {parent!r}, which is not an earlier node "
+                            f"(nodes so far: {sorted(seen)}); list parents before children")
+                if len(set(parents)) != len(parents):
+                    raise GraphError(f"node {node.name!r} names a {kind} twice: {parents}")
+            if node.estimator is not None and node.estimator not in node.estimators:
+                raise GraphError(f"node {node.name!r}: estimator {node.estimator!r} does not apply to a "
+                                 f"{node.family} node; expected one of {node.estimators}")
+            if node.alpha is not None and (node.alpha < 0 or not node.labelled):
+                raise GraphError(f"node {node.name!r}: alpha={node.alpha} needs a labelled node and alpha >= 0")
             seen.add(node.name)
-        if len(self.labelled_nodes) > 1:
-            raise GraphError("at most one node can be labelled, got "
-                             f"{[n.name for n in self.labelled_nodes]}")
-        unlabelled_discrete = [n.name for n in self.nodes
-                               if isinstance(n, Categorical) and not n.labelled]
-        if unlabelled_discrete:
-            raise GraphError(f"categorical nodes must be labelled (observable); {unlabelled_discrete} "
-                             "are not: make them Normal or label them")
+
+    # ------------------------------------------------------------ queries
 
     @property
     def labelled_nodes(self) -> list[Node]:
         return [n for n in self.nodes if n.labelled]
 
     @property
+    def classifier_nodes(self) -> list[Categorical]:
+        """Labelled categorical nodes: the classifiers q(node | x, ...) that get accuracy and regularisers."""
+        return [n for n in self.nodes if n.labelled and isinstance(n, Categorical)]
+
+    @property
     def label(self) -> Categorical:
-        """The observable categorical node (the class `y`)."""
-        if not self.labelled_nodes:
-            raise GraphError("this graph has no labelled node")
-        return self.labelled_nodes[0]
+        """The first labelled categorical node (the class `y` of M2)."""
+        if not self.classifier_nodes:
+            raise GraphError("this graph has no labelled categorical node")
+        return self.classifier_nodes[0]
 
     @property
     def continuous(self) -> list[Normal]:
         return [n for n in self.nodes if isinstance(n, Normal)]
 
+    def __getitem__(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(f"no node {name!r} in this graph (nodes: {[n.name for n in self.nodes]})")
+
     def __iter__(self):
         return iter(self.nodes)
 
+    def __len__(self):
+        return len(self.nodes)
+
+    def __eq__(self, other):
+        return isinstance(other, LatentGraph) and self.nodes == other.nodes
+
     def __repr__(self) -> str:
         return f"LatentGraph{self.nodes!r}"
+
+    # ----------------------------------------------------- configuration
+
+    def to_config(self) -> tuple[dict[str, Any], ...]:
+        """A JSON-ready description: one dict per node, with its `family`."""
+        return tuple(n.to_config() for n in self.nodes)
+
+    @classmethod
+    def from_config(cls, specs) -> "LatentGraph":
+        return cls(*(node_from_config(s) for s in specs))
 
 
 def digit_style_graph(num_classes: int, style_dim: int) -> LatentGraph:

@@ -1,23 +1,29 @@
 """StructuredVAE: a Keras 3 model whose encoder is a latent graph.
 
-For the graph q(y|x) q(z|x,y) (see graph.py) the factors are
+For a graph of nodes n_1..n_m (graph.py) the factors are
 
-    q_y_given_x   = OneHotCategorical(logits = f_y(x))                    (B,) event [K]
-    q_z_given_xy  = Normal(mu(x, y), softplus(s(x, y)) + floor)           (B,) event [D]
-    p_x_given_yz  = Bernoulli(logits = g(y, z)), one event per image      (B,) event image_shape
-                    (or Normal(sigmoid(g(y, z)), learned per-pixel scale) for colour images)
+    q(n_i | x, parents(n_i))    a network on x and the parents' values -> the node's family
+                                (families/): OneHotCategorical, diagonal Normal or Bernoulli
+    p(n_i | prior_parents(n_i)) fixed (uniform, N(0, I), Bernoulli(0.5)) or a learned linear map
+    p(x | n_1..n_m)             Bernoulli(logits = g(n_1..n_m)), one event per image
+                                (or Normal(sigmoid(g), learned per-pixel scale) for colour images)
 
-and every node of a general graph gets a factor q(node | x, parents) of its
-family. Supervision is data: a minibatch is (x, y) with y = -1 marking an
-unlabelled example, so one step serves labelled, unlabelled and mixed batches
-with no Python branching. The terms and the loss are in objectives.py.
+For the paper's graph q(y|x) q(z|x,y) these are q_y_given_x, q_z_given_xy and
+p_x_given_yz. The step walks the graph in order; each node's estimator
+(estimators.py) says what its children see and what it adds to the ELBO, so the
+model never branches on the estimator. Supervision is data: a minibatch is
+(x, labels), labels a tensor for a graph with one labelled node or a dict
+{node: values} (-1 or NaN marking a missing value), so one step serves labelled,
+unlabelled and partly labelled batches with no Python branching.
 
-`encode`, `decode`, `classify` return distributions or probabilities for use in
-Python; `call`/`predict` and export see tensors only.
+`posterior` returns q as a TFP joint distribution; `encode`, `decode`,
+`classify` return distributions or probabilities for use in Python;
+`call`/`predict` and export see tensors only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import keras
@@ -25,14 +31,24 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfstructvae import objectives
-from tfstructvae.config import ModelConfig, ObjectiveConfig
-from tfstructvae.graph import Categorical, LatentGraph, digit_style_graph
-from tfstructvae.networks import DeconvDecoder, mlp, x_body
+from tfstructvae.config import Config, ModelConfig, ObjectiveConfig
+from tfstructvae.estimators import Context, build_estimators, expectation
+from tfstructvae.families import family_of
+from tfstructvae.graph import GraphError, LatentGraph
+from tfstructvae.networks import DeconvDecoder, SummedLinear, mlp, x_body
 
 tfd = tfp.distributions
 
-METRICS = ("loss", "elbo", "reconstruction", "kl_z", "kl_y", "classifier", "accuracy",
-           "labelled_fraction", "entropy", "consistency")
+
+def metric_names(graph: LatentGraph) -> tuple[str, ...]:
+    """Every logged term, in order: the list behind Keras' logs, TensorBoard and history.csv."""
+    classifiers = graph.classifier_nodes
+    return ("loss", "elbo", "reconstruction",
+            *(f"kl/{n.name}" for n in graph),
+            *(f"log_q/{n.name}" for n in graph.labelled_nodes),
+            *(["accuracy"] if classifiers else []),
+            *(f"accuracy/{n.name}" for n in classifiers[1:]),
+            "labelled_fraction", "entropy", "consistency")
 
 
 class StructuredVAE(keras.Model):
@@ -45,53 +61,87 @@ class StructuredVAE(keras.Model):
         super().__init__(**kwargs)
         model_config.validate()
         objective_config.validate()
-        self.latent_graph = latent_graph or digit_style_graph(model_config.num_classes,
-                                                              model_config.style_dim)
+        self.latent_graph = latent_graph or model_config.latent_graph()
+        # The model's own configuration names its graph, so get_config() rebuilds it exactly.
+        self.model_config = dataclasses.replace(model_config, graph=self.latent_graph.to_config())
+        self.objective_config = objective_config
+        self.seed = seed
         self.image_shape = tuple(int(d) for d in image_shape)
         self.num_pixels = math.prod(self.image_shape)
-        self.model_config = model_config
-        self.objective_config = objective_config
-        self.label_node = self.latent_graph.label
-        self.num_classes = self.label_node.size
-        if objective_config.consistency_weight and self.label_node.parents:
-            raise ValueError("the consistency regulariser needs q(y|x) to depend on x alone; "
-                             f"node {self.label_node.name!r} has parents {self.label_node.parents}")
+        graph = self.latent_graph
+        self.families = {n.name: family_of(n) for n in graph}
+        self.estimators = build_estimators(graph, objective_config.estimator,
+                                           objective_config.max_enumeration_rows)
+        self.label_node = graph.classifier_nodes[0] if graph.classifier_nodes else None
+        self.num_classes = self.label_node.size if self.label_node else None
+        # Regularisers on q(y|x) (entropy, consistency) apply to labelled categorical nodes; the
+        # consistency term perturbs x, so it needs nodes that depend on x alone.
+        self.regularised = [n for n in graph.classifier_nodes if not n.parents]
+        if objective_config.consistency_weight and not self.regularised:
+            raise GraphError("the consistency regulariser needs a labelled categorical node q(y|x) that "
+                             "depends on x alone; this graph's are "
+                             f"{[(n.name, n.parents) for n in graph.classifier_nodes]}")
 
         hidden, bn = model_config.hidden_units, model_config.batch_norm
-        self.node_index = {n.name: i for i, n in enumerate(self.latent_graph)}
-        label_name = self.label_node.name
+        classifier_names = {n.name for n in graph.classifier_nodes}
         classifier_body = model_config.classifier_network or model_config.network
         classifier_hidden = model_config.classifier_units or hidden
-        self.x_bodies = [x_body(classifier_body if n.name == label_name else model_config.network, bn,
-                                name=f"q_{n.name}_body") for n in self.latent_graph]
+        self.node_index = {n.name: i for i, n in enumerate(graph)}
+        self.x_bodies = [x_body(classifier_body if n.name in classifier_names else model_config.network, bn,
+                                name=f"q_{n.name}_body") for n in graph]
         self.q_nets = [
-            mlp(classifier_hidden if n.name == label_name else hidden,
-                n.size if isinstance(n, Categorical) else 2 * n.size,
+            mlp(classifier_hidden if n.name in classifier_names else hidden,
+                self.families[n.name].param_size(n.size),
                 n_inputs=1 + len(n.parents), batch_norm=bn, name=f"q_{n.name}")
-            for n in self.latent_graph]
-        n_latents = len(self.latent_graph.nodes)
+            for n in graph]
         if model_config.network == "conv":
             if len(self.image_shape) != 3:
                 raise ValueError(f"the conv network needs (H, W, C) images, got {self.image_shape}")
-            self.p_net = DeconvDecoder(hidden, self.image_shape, n_latents, batch_norm=bn, name="p_x")
+            self.p_net = DeconvDecoder(hidden, self.image_shape, len(graph), batch_norm=bn, name="p_x")
         else:
-            self.p_net = mlp(hidden, self.num_pixels, n_inputs=n_latents, batch_norm=bn, name="p_x")
+            self.p_net = mlp(hidden, self.num_pixels, n_inputs=len(graph), batch_norm=bn, name="p_x")
         if model_config.likelihood == "normal":
             # One learned scale per pixel and channel, shared by all images.
             self.pixel_scale_raw = self.add_weight(shape=self.image_shape, initializer="zeros",
                                                    name="pixel_scale_raw")
         self.seed_generator = keras.random.SeedGenerator(seed, name="sampling_seed")
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in METRICS}
+        self.prior_nets = {n.name: SummedLinear(self.families[n.name].param_size(n.size), len(n.prior_parents),
+                                                name=f"p_{n.name}")
+                           for n in graph if n.prior_parents}
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in metric_names(graph)}
         self._build_networks()
+
+    # ------------------------------------------------------------ configuration
+
+    def get_config(self):
+        return {"image_shape": list(self.image_shape), "model": dataclasses.asdict(self.model_config),
+                "objective": dataclasses.asdict(self.objective_config), "seed": self.seed, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config, image_shape=None):
+        """Rebuild a model from a `Config` (and image shape) or from `get_config()`'s dict."""
+        if isinstance(config, Config):
+            if image_shape is None:
+                from tfstructvae.data import IMAGE_SHAPES
+                if config.data.dataset not in IMAGE_SHAPES:
+                    raise ValueError(f"give image_shape: dataset {config.data.dataset!r} has no known shape")
+                image_shape = IMAGE_SHAPES[config.data.dataset]
+            return cls(image_shape, model_config=config.model, objective_config=config.objective,
+                       seed=config.train.init_seed, name="structured_vae")
+        parts = Config.from_dict({"model": config["model"], "objective": config["objective"]})
+        return cls(config["image_shape"], model_config=parts.model, objective_config=parts.objective,
+                   seed=config.get("seed", 0), name=config.get("name", "structured_vae"))
 
     # ------------------------------------------------------------------ factors
 
     def _build_networks(self):
         x = tf.zeros([1, *self.image_shape])
-        for node, body, net in zip(self.latent_graph, self.x_bodies, self.q_nets):
-            net([body(x)] + [tf.zeros([1, self.latent_graph.nodes[self.node_index[p]].size])
-                             for p in node.parents])
-        self.p_net([tf.zeros([1, n.size]) for n in self.latent_graph])
+        graph = self.latent_graph
+        for node, body, net in zip(graph, self.x_bodies, self.q_nets):
+            net([body(x)] + [tf.zeros([1, graph[p].size]) for p in node.parents])
+        self.p_net([tf.zeros([1, n.size]) for n in graph])
+        for name, net in self.prior_nets.items():
+            net([tf.zeros([1, graph[p].size]) for p in graph[name].prior_parents])
         self.built = True
 
     def _check_images(self, x):
@@ -105,16 +155,20 @@ class StructuredVAE(keras.Model):
         return x
 
     def q_node(self, name, x, parent_values, training=False) -> tfd.Distribution:
-        """q(name | x, parents(name)), batch shape (B,) or (K, B) when a parent is enumerated."""
+        """q(name | x, parents(name)), batch shape (B,) or (E, B) when a parent is enumerated."""
         i = self.node_index[name]
-        node = self.latent_graph.nodes[i]
         features = self.x_bodies[i](x, training=training)                     # (B, F)
         out = self.q_nets[i]([features, *parent_values], training=training)
-        if isinstance(node, Categorical):
-            return tfd.OneHotCategorical(logits=out, dtype=tf.float32)
-        loc, raw_scale = tf.split(out, 2, axis=-1)
-        scale = tf.nn.softplus(raw_scale) + self.model_config.scale_floor
-        return tfd.Independent(tfd.Normal(loc, scale), reinterpreted_batch_ndims=1)
+        return self.families[name].distribution(out, self.model_config.scale_floor, name=name)
+
+    def prior(self, name, values) -> tfd.Distribution:
+        """p(name | prior_parents(name)): fixed, or a learned linear map of the parents' values."""
+        node = self.latent_graph[name]
+        family = self.families[name]
+        if not node.prior_parents:
+            return family.fixed_prior(node.size)
+        out = self.prior_nets[name]([values[p] for p in node.prior_parents])   # (B, P) | (E, B, P)
+        return family.distribution(out, self.model_config.scale_floor)
 
     def p_x_given_latents(self, latent_values, training=False) -> tfd.Distribution:
         """p(x | all latents), one event per image; latents listed in graph order.
@@ -133,106 +187,197 @@ class StructuredVAE(keras.Model):
             pixels = tfd.Bernoulli(logits=out, dtype=tf.float32)
         return tfd.Independent(pixels, reinterpreted_batch_ndims=len(self.image_shape))
 
-    def q_y_given_x(self, x, training=False) -> tfd.OneHotCategorical:
-        x = self._check_images(x)
-        if self.label_node.parents:
-            return self.encode(x, training=training)[self.label_node.name]
-        return self.q_node(self.label_node.name, x, [], training)
-
     def _sample_seed(self):
         return tf.cast(self.seed_generator.next(), tf.int32)
 
+    def _temperature(self):
+        cfg = self.objective_config
+        if cfg.temperature_start is None or not cfg.temperature_anneal_steps:
+            return tf.constant(cfg.temperature)
+        step = self.optimizer.iterations if getattr(self, "optimizer", None) is not None else 0
+        return objectives.annealed_temperature(step, cfg.temperature_start, cfg.temperature,
+                                               cfg.temperature_anneal_steps)
+
+    def _label_dict(self, labels) -> dict:
+        """labels as {node: tensor}; a bare tensor belongs to the graph's one labelled node."""
+        if labels is None:
+            return {}
+        if not isinstance(labels, dict):
+            supervised = self.latent_graph.labelled_nodes
+            if len(supervised) != 1:
+                raise ValueError(f"this graph has {len(supervised)} labelled nodes "
+                                 f"{[n.name for n in supervised]}; pass labels as a dict {{node: values}}")
+            return {supervised[0].name: labels}
+        for name in labels:
+            if name not in self.node_index or not self.latent_graph[name].labelled:
+                raise ValueError(f"labels given for {name!r}, which is not a labelled node of this graph "
+                                 f"(labelled: {[n.name for n in self.latent_graph.labelled_nodes]})")
+        return dict(labels)
+
+    def _observations(self, labels) -> dict:
+        """{node: (value, mask)} for the labelled nodes present in `labels`."""
+        return {name: self.families[name].observation(raw, self.latent_graph[name].size)
+                for name, raw in self._label_dict(labels).items()}
+
     # ------------------------------------------------------------ public API
 
-    def classify(self, x):
-        """Class probabilities q(y|x). Returns (B, K)."""
-        return self.q_y_given_x(x).probs_parameter()
+    def posterior(self, x, training=False) -> tfd.JointDistribution:
+        """q(nodes | x) as a `tfd.JointDistributionCoroutine` over the named nodes.
 
-    def call(self, x, training=False):
-        return self.q_y_given_x(x, training=training).probs_parameter()
-
-    def encode(self, x, y=None, training=False) -> dict[str, tfd.Distribution]:
-        """The distributions of q, node by node; a node's children see its mean.
-
-        The class node feeds its children onehot(y) when `y` (int labels) is
-        given; otherwise the probability vector of q(y|x) for a plug-in model,
-        or the onehot of its mode for an enumerating one (what each saw in training).
+        Its parts are the families' distributions (one-hot categorical values), so
+        `sample`, `log_prob` and `sample_distributions(node=value)` (pinning observed
+        nodes) are TFP's own. Batch shape (B,) per part.
         """
         x = self._check_images(x)
-        dists, values = {}, {}
+        Root = tfd.JointDistributionCoroutine.Root
+
+        def q():
+            values = {}
+            for node in self.latent_graph:
+                dist = self.q_node(node.name, x, [values[p] for p in node.parents], training)
+                values[node.name] = yield (dist if node.parents else Root(dist))
+        return tfd.JointDistributionCoroutine(q, name="q")
+
+    def classify(self, x, node: str | None = None):
+        """Probabilities of q(node | x) for a categorical node (default: the first labelled one). (B, K)"""
+        name = node or self._label_name()
+        x = self._check_images(x)
+        if self.latent_graph[name].parents:
+            return self.encode(x)[name].probs_parameter()
+        return self.q_node(name, x, []).probs_parameter()
+
+    def _label_name(self):
+        if self.label_node is None:
+            raise ValueError("this graph has no labelled categorical node to classify with")
+        return self.label_node.name
+
+    def call(self, x, training=False):
+        if self.label_node is None:
+            first = self.latent_graph.nodes[0]
+            return self.families[first.name].mean_value(self.encode(x)[first.name])
+        return self.classify(x)
+
+    def encode(self, x, y=None, training=False, values: dict | None = None) -> dict[str, tfd.Distribution]:
+        """The distributions of q, node by node, each given its parents' values.
+
+        A node's children see its observed value where given (`values[node]`, or `y`:
+        int labels of the first labelled categorical node), else a point value:
+        the mean of a continuous node, the probability vector of a plug-in node, the
+        one-hot mode of an enumerated or relaxed one (what each saw in training).
+        """
+        x = self._check_images(x)
+        pinned = dict(values or {})
+        if y is not None:
+            pinned[self._label_name()] = y
+        observed = {name: self.families[name].observation(v, self.latent_graph[name].size)[0]
+                    for name, v in pinned.items()}
+        dists, vals = {}, {}
         for node in self.latent_graph:
-            q = self.q_node(node.name, x, [values[p] for p in node.parents], training)
+            q = self.q_node(node.name, x, [vals[p] for p in node.parents], training)
             dists[node.name] = q
-            if node is self.label_node:
-                probs = q.probs_parameter()
-                if y is not None:
-                    values[node.name] = tf.one_hot(tf.cast(y, tf.int32), self.num_classes)
-                elif self.objective_config.estimator == "enumerate":
-                    values[node.name] = tf.one_hot(tf.argmax(probs, -1), self.num_classes)
-                else:
-                    values[node.name] = probs
-            else:
-                values[node.name] = q.mean()
+            vals[node.name] = observed[node.name] if node.name in observed else self.point_value(node.name, q)
         return dists
 
-    def decode(self, y, *latents) -> tfd.Distribution:
-        """p(x | y, latents...): y as int labels (B,) or class vectors (B, K)."""
-        y = tf.convert_to_tensor(y)
-        if y.dtype.is_integer:
-            y = tf.one_hot(y, self.num_classes)
-        values, others = [], list(latents)
+    def point_value(self, name, q):
+        """What node `name`'s children see in `encode`: the probability vector of a plug-in node,
+        else its family's point value (a mean, or a one-hot / binary mode). (..., size)"""
+        family = self.families[name]
+        return family.mean_value(q) if self.estimators[name].name == "plugin" else family.point_value(q)
+
+    def decode(self, *values, **named) -> tfd.Distribution:
+        """p(x | latents). Positional: the first labelled categorical node's value, then the other
+        nodes in graph order (`decode(y, z)` for M2); or every node by name. Categorical values
+        may be int labels (B,) or vectors (B, K)."""
+        order = [n.name for n in self.latent_graph]
+        if values:
+            if self.label_node is not None:
+                order.remove(self.label_node.name)
+                order.insert(0, self.label_node.name)
+            if len(values) != len(order) or named:
+                raise ValueError(f"decode takes one value per node, in the order {order}, or all by name")
+            named = dict(zip(order, values))
+        missing = set(order) - set(named)
+        if missing:
+            raise ValueError(f"decode needs a value for every node; missing {sorted(missing)}")
+        latents = []
         for node in self.latent_graph:
-            values.append(y if node is self.label_node else tf.convert_to_tensor(others.pop(0)))
-        return self.p_x_given_latents(values)
+            v = tf.convert_to_tensor(named[node.name])
+            if node.family == "categorical" and v.dtype.is_integer:
+                v = tf.one_hot(v, node.size)
+            latents.append(tf.cast(v, tf.float32))
+        return self.p_x_given_latents(latents)
 
     # -------------------------------------------------------------- objective
 
-    def objective_terms(self, x, y, training=False) -> dict[str, tf.Tensor]:
-        """Per-example terms of objectives.py for a batch with labels y (-1 = unlabelled)."""
-        x = self._check_images(x)
-        K = self.num_classes
-        labelled = y >= 0                                                      # (B,)
-        y_onehot = tf.one_hot(tf.maximum(y, 0), K)                             # (B, K)
-        enumerate_y = self.objective_config.estimator == "enumerate"
+    def objective_terms(self, x, labels=None, training=False) -> dict[str, tf.Tensor]:
+        """Per-example terms of the objective, shape (B,) each (see objectives.py).
 
-        values, kl_z = {}, 0.0
+        `labels`: a tensor for the graph's one labelled node or {node: values}; -1 (discrete)
+        or NaN (Normal) marks a missing value, a missing key an unlabelled node.
+        """
+        x = self._check_images(x)
+        observations = self._observations(labels)
+        ctx = Context(seed=self._sample_seed, temperature=self._temperature())
+        values, weights, per_node = {}, None, {}
         for node in self.latent_graph:
+            family = self.families[node.name]
             q = self.q_node(node.name, x, [values[p] for p in node.parents], training)
-            if node is self.label_node:
-                q_y = q
-                weights = objectives.class_weights(q_y, y_onehot, labelled)     # (B, K)
-                # enumerate: every class at once on a leading axis, (K, 1, K);
-                # plugin: onehot(y) if labelled, else q(y|x)'s probabilities.
-                values[node.name] = tf.eye(K)[:, None, :] if enumerate_y else weights
-            else:
-                values[node.name] = q.sample(seed=self._sample_seed())         # (B, D) | (K, B, D)
-                kl_z += tfd.kl_divergence(q, objectives.standard_normal_prior(node.size))
+            observed, mask = observations.get(node.name, (None, None))
+            node_terms = self.estimators[node.name](family, q, self.prior(node.name, values), observed, mask, ctx)
+            values[node.name] = node_terms.value                                # (B, V) | (E, 1|B, V)
+            if node_terms.weight is not None:
+                weights = node_terms.weight if weights is None else weights * node_terms.weight   # (E, B)
+            per_node[node.name] = (q, node_terms.kl, observed, mask)
 
         reconstruction = self.p_x_given_latents(
-            [values[n.name] for n in self.latent_graph], training).log_prob(x)   # (B,) | (K, B)
-        if enumerate_y:
-            reconstruction = objectives.expect_over_classes(weights, reconstruction)
-        if isinstance(kl_z, float):                                            # no Normal nodes
-            kl_z = tf.zeros_like(reconstruction)
-        elif enumerate_y and kl_z.shape.rank == 2:
-            kl_z = objectives.expect_over_classes(weights, kl_z)
-        kl_y = objectives.kl_y(q_y, labelled, K)
-        terms = {
-            "reconstruction": reconstruction,
-            "kl_z": kl_z,
-            "kl_y": kl_y,
-            "elbo": objectives.elbo(reconstruction, kl_z, kl_y),
-            "log_q_label": objectives.log_q_label(q_y, y_onehot, labelled),
-            "entropy_unlabelled": objectives.unlabelled_entropy(q_y, labelled),
-            "labelled": tf.cast(labelled, tf.float32),
-            "q_y_logits": q_y.logits_parameter(),
-        }
+            [values[n.name] for n in self.latent_graph], training).log_prob(x)    # (B,) | (E, B)
+        terms = {"reconstruction": expectation(weights, reconstruction)}
+        batch = tf.shape(x)[:1]
+        any_observed = tf.zeros(batch, tf.bool)
+        for name, (q, kl, observed, mask) in per_node.items():
+            terms[f"kl/{name}"] = expectation(weights, kl)
+            if not self.latent_graph[name].labelled:
+                continue
+            if observed is None:                                                # no labels for this node
+                terms[f"log_q/{name}"] = terms[f"observed/{name}"] = tf.zeros(batch)
+                continue
+            log_q = tf.where(mask, self.families[name].log_prob(q, observed), 0.0)
+            terms[f"log_q/{name}"] = expectation(weights, log_q)
+            terms[f"observed/{name}"] = tf.cast(mask, tf.float32)
+            any_observed = any_observed | mask
+        for node in self.latent_graph.classifier_nodes:
+            probs = per_node[node.name][0].probs_parameter()                    # (B, K) | (E, B, K)
+            if probs.shape.rank > 2:   # q(node | enumerated parents): marginalise the rows
+                probs = tf.reduce_sum(weights[..., None] * probs, axis=0)
+            terms[f"probs/{node.name}"] = probs
+        terms["elbo"] = objectives.elbo(terms["reconstruction"],
+                                        [terms[f"kl/{n.name}"] for n in self.latent_graph])
+        terms["labelled"] = tf.cast(any_observed, tf.float32)
+        terms["entropy"] = self._unlabelled_entropy(per_node, weights)
         if self.objective_config.consistency_weight and training:
-            terms["consistency"] = objectives.virtual_adversarial_kl(
-                lambda xp: self.q_node(self.label_node.name, xp, [], training).logits_parameter(),
-                x, terms["q_y_logits"], self._sample_seed(),
-                self.objective_config.consistency_epsilon, self.objective_config.consistency_xi)
+            terms["consistency"] = tf.add_n([
+                objectives.virtual_adversarial_kl(
+                    lambda xp, n=node.name: self.q_node(n, xp, [], training).logits_parameter(),
+                    x, per_node[node.name][0].logits_parameter(), self._sample_seed(),
+                    self.objective_config.consistency_epsilon, self.objective_config.consistency_xi)
+                for node in self.regularised])
         return terms
+
+    def _unlabelled_entropy(self, per_node, weights):
+        """sum over labelled categorical nodes of H(q(node | x, ...)) where the node is unobserved. (B,)"""
+        total = 0.0
+        for node in self.latent_graph.classifier_nodes:
+            q, _, observed, mask = per_node[node.name]
+            entropy = q.entropy()
+            if observed is not None:
+                entropy = tf.where(mask, 0.0, entropy)
+            total += expectation(weights, entropy)
+        return total
+
+    def alphas(self) -> dict[str, float]:
+        """The supervised weight of every labelled node (its own `alpha`, else objective.alpha)."""
+        return {n.name: self.objective_config.alpha if n.alpha is None else n.alpha
+                for n in self.latent_graph.labelled_nodes}
 
     # ---------------------------------------------------------- train / test
 
@@ -241,40 +386,46 @@ class StructuredVAE(keras.Model):
         return list(self.trackers.values())
 
     def _update_trackers(self, terms, loss, labels):
-        correct = tf.cast(tf.equal(tf.argmax(terms["q_y_logits"], -1, output_type=tf.int32), labels),
-                          tf.float32)
-        has_label = tf.cast(labels >= 0, tf.float32)
-        unlabelled = 1.0 - terms["labelled"]
         t = self.trackers
+        labels = self._label_dict(labels)
         t["loss"].update_state(loss)
-        for name in ("elbo", "reconstruction", "kl_z", "kl_y"):
+        for name in ("elbo", "reconstruction", *(f"kl/{n.name}" for n in self.latent_graph)):
             t[name].update_state(terms[name])
-        t["classifier"].update_state(terms["log_q_label"], sample_weight=terms["labelled"])
-        t["accuracy"].update_state(correct, sample_weight=has_label)
+        for node in self.latent_graph.labelled_nodes:
+            t[f"log_q/{node.name}"].update_state(terms[f"log_q/{node.name}"],
+                                                 sample_weight=terms[f"observed/{node.name}"])
+        for i, node in enumerate(self.latent_graph.classifier_nodes):
+            if node.name not in labels:
+                continue
+            y = tf.cast(labels[node.name], tf.int32)
+            correct = tf.cast(tf.equal(tf.argmax(terms[f"probs/{node.name}"], -1, output_type=tf.int32), y),
+                              tf.float32)
+            t["accuracy" if i == 0 else f"accuracy/{node.name}"].update_state(
+                correct, sample_weight=tf.cast(y >= 0, tf.float32))
         t["labelled_fraction"].update_state(terms["labelled"])
-        t["entropy"].update_state(terms["entropy_unlabelled"], sample_weight=unlabelled)
+        t["entropy"].update_state(terms["entropy"], sample_weight=1.0 - terms["labelled"])
         if "consistency" in terms:
             t["consistency"].update_state(terms["consistency"])
         return {name: m.result() for name, m in t.items()}
 
     def train_step(self, data):
-        x, y = data
+        x, labels = data
         cfg = self.objective_config
         with tf.GradientTape() as tape:
-            terms = self.objective_terms(x, y, training=True)
+            terms = self.objective_terms(x, labels, training=True)
             beta = objectives.kl_warmup(self.optimizer.iterations, cfg.kl_warmup_steps)
             loss_per_example = objectives.per_example_loss(
-                terms, cfg.alpha, beta, cfg.entropy_weight, cfg.consistency_weight)      # (B,)
+                terms, self.alphas(), beta, cfg.entropy_weight, cfg.consistency_weight)   # (B,)
             # Sum over the global batch so gradients do not depend on the replica count.
             global_batch = tf.cast(tf.shape(x)[0], tf.float32) * \
                 tf.distribute.get_strategy().num_replicas_in_sync
             loss = tf.reduce_sum(loss_per_example) / global_batch
         grads = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
-        return self._update_trackers(terms, loss_per_example, y)
+        return self._update_trackers(terms, loss_per_example, labels)
 
     def test_step(self, data):
-        """Held-out metrics: the unlabelled bound on log p(x) and accuracy of q(y|x) against y."""
-        x, y = data
-        terms = self.objective_terms(x, -tf.ones_like(y), training=False)
-        return self._update_trackers(terms, -terms["elbo"], y)
+        """Held-out metrics: the unlabelled bound on log p(x) and the accuracy of q(y|x) against the labels."""
+        x, labels = data
+        terms = self.objective_terms(x, None, training=False)
+        return self._update_trackers(terms, -terms["elbo"], labels)

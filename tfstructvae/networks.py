@@ -63,6 +63,24 @@ class SummedInputMLP(keras.layers.Layer):
         return self.head(h)
 
 
+class SummedLinear(keras.layers.Layer):
+    """h = sum_i W_i v_i + b: a linear map of several inputs that broadcast against each other.
+
+    The conditional priors' parameters: on a one-hot parent it is a learned value per class.
+    """
+
+    def __init__(self, output_dim, n_inputs, **kwargs):
+        super().__init__(**kwargs)
+        self.projections = [keras.layers.Dense(output_dim, use_bias=(i == 0), name=f"in{i}")
+                            for i in range(n_inputs)]
+
+    def call(self, inputs):
+        h = self.projections[0](inputs[0])
+        for proj, t in zip(self.projections[1:], inputs[1:]):
+            h = h + proj(t)
+        return h
+
+
 def mlp(hidden_units, output_dim, n_inputs, batch_norm=False, name=None) -> SummedInputMLP:
     return SummedInputMLP(hidden_units, output_dim, n_inputs, batch_norm=batch_norm, name=name)
 

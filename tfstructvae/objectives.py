@@ -1,37 +1,46 @@
 """The semi-supervised objective, as pure functions of per-example terms.
 
-Model and recognition network (Kingma et al. 2014 "M2"; Siddharth et al. 2016):
+Model and recognition network for a latent graph (graph.py), e.g. the paper's
+(Kingma et al. 2014 "M2"; Siddharth et al. 2016):
 
     p(x, y, z) = p(y) p(z) p(x | y, z)        p(y) = Cat(1/K), p(z) = N(0, I)
     q(y, z | x) = q(y | x) q(z | x, y)
 
-Labelled (x, y):
+The ELBO of an example sums one reconstruction term and one KL term per node,
+
+    ELBO(x) = E_q[log p(x | nodes)] - sum_n kl_n
+    kl_n    = KL(q(n | x, parents) || p(n | prior parents))   where n is not observed
+            = -log p(n = value | prior parents)               where it is (pinned in q and p)
+
+with the expectation over the enumerated nodes taken exactly and the others
+sampled (estimators.py). For the paper's graph this is, for a labelled (x, y),
 
     L(x, y) = E_q(z|x,y)[log p(x|y,z)] - KL(q(z|x,y) || p(z)) + log p(y)
 
-Unlabelled x, with the class marginalised under q(y|x):
+and for an unlabelled x, with the class marginalised under q(y|x),
 
     enumerate:  U(x) = sum_y q(y|x) [E log p(x|y,z) - KL_z(y)] - KL(q(y|x) || p(y))
     plugin:     U(x) =  E log p(x|ybar,z) - KL(q(z|x,ybar) || p(z)) - KL(q(y|x) || p(y)),
                 ybar = q(y|x)'s probability vector fed to the networks
+    relaxed:    ybar a Concrete sample at temperature T; its KL estimated at the sample
 
-Both have the form `reconstruction - kl_z - kl_y`, where for a labelled
-example kl_y = KL(onehot(y) || p(y)) = -log p(y) = log K. Every term below is
-per example, shape (B,).
+Every term is per example, shape (B,), named `reconstruction`, `kl/<node>`,
+`log_q/<node>` (the supervised term of a labelled node), `entropy`, `consistency`.
 
 The training loss per example (minimised) is
 
-    loss_i = -(reconstruction_i - beta * (kl_z_i + kl_y_i))
-             - alpha * [i labelled] * log q(y_i | x_i)                    classifier
-             + entropy_weight * [i unlabelled] * H(q(y | x_i))            optional
-             + consistency_weight * KL(q(y|x_i) || q(y|x_i + r_adv))      optional
+    loss_i = -(reconstruction_i - beta * sum_n kl_n,i)
+             - sum_n alpha_n * [n observed on i] * log q(n = value_i | x_i, parents)   supervised
+             + entropy_weight * sum_c [c unobserved on i] * H(q(c | x_i))             optional
+             + consistency_weight * sum_c KL(q(c|x_i) || q(c|x_i + r_adv))            optional
 
-and a step minimises the mean of loss_i over the minibatch (sum / global batch
-under tf.distribute). So `alpha` is a weight *per labelled example*, in nats on
-the same scale as one example's ELBO: a labelled minibatch of B examples adds
-alpha * mean log q(y|x); in `share` mode with n_l labelled of B it adds
-alpha * (n_l / B) * mean_labelled log q(y|x). beta ramps 0 -> 1 over
-`kl_warmup_steps` (1 throughout when 0).
+(c: the labelled categorical nodes) and a step minimises the mean of loss_i over
+the minibatch (sum / global batch under tf.distribute). So `alpha_n` (a node's
+`alpha`, else `objective.alpha`) is a weight *per labelled example*, in nats on
+the same scale as one example's ELBO: a minibatch of B examples in which node n
+is observed on all adds alpha_n * mean log q(n | x); in `share` mode with n_l
+labelled of B it adds alpha_n * (n_l / B) * mean_labelled log q(n | x). beta ramps
+0 -> 1 over `kl_warmup_steps` (1 throughout when 0).
 
 The two optional terms are not in the paper (the `mnist-paper` preset leaves
 them off). Entropy minimisation (Grandvalet & Bengio 2005) counters the
@@ -43,7 +52,6 @@ L2 norm `epsilon` that changes q(y|x) most, found by one power iteration.
 
 from __future__ import annotations
 
-import math
 
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -51,45 +59,9 @@ import tensorflow_probability as tfp
 tfd = tfp.distributions
 
 
-def uniform_prior(num_classes: int) -> tfd.OneHotCategorical:
-    """p(y) = Cat(1/K)."""
-    return tfd.OneHotCategorical(logits=tf.zeros([num_classes]), dtype=tf.float32)
-
-
-def standard_normal_prior(dim: int) -> tfd.Distribution:
-    """p(z) = N(0, I) as one event of size `dim`."""
-    return tfd.Independent(tfd.Normal(tf.zeros([dim]), 1.0), reinterpreted_batch_ndims=1)
-
-
-def kl_y(q_y: tfd.OneHotCategorical, labelled: tf.Tensor, num_classes: int) -> tf.Tensor:
-    """KL(q^(y) || p(y)): log K for labelled (q^ = onehot(y)), KL(q(y|x) || p(y)) otherwise. (B,)"""
-    kl_unlabelled = tfd.kl_divergence(q_y, uniform_prior(num_classes))      # (B,)
-    return tf.where(labelled, tf.cast(math.log(num_classes), kl_unlabelled.dtype), kl_unlabelled)
-
-
-def class_weights(q_y: tfd.OneHotCategorical, y_onehot: tf.Tensor, labelled: tf.Tensor) -> tf.Tensor:
-    """The distribution over y that the ELBO averages over: onehot(y) if labelled, else q(y|x). (B, K)"""
-    return tf.where(labelled[:, None], y_onehot, q_y.probs_parameter())
-
-
-def expect_over_classes(weights: tf.Tensor, per_class: tf.Tensor) -> tf.Tensor:
-    """sum_k w[b, k] * t[k, b] for enumerated terms t of shape (K, B). Returns (B,)."""
-    return tf.reduce_sum(tf.transpose(weights) * per_class, axis=0)
-
-
-def elbo(reconstruction, kl_z, kl_y_term, beta=1.0):
-    """reconstruction - beta * (KL_z + KL_y), per example."""
-    return reconstruction - beta * (kl_z + kl_y_term)
-
-
-def log_q_label(q_y: tfd.OneHotCategorical, y_onehot: tf.Tensor, labelled: tf.Tensor) -> tf.Tensor:
-    """log q(y|x) at the observed label; 0 for unlabelled examples. (B,)"""
-    return tf.where(labelled, q_y.log_prob(y_onehot), 0.0)
-
-
-def unlabelled_entropy(q_y: tfd.OneHotCategorical, labelled: tf.Tensor) -> tf.Tensor:
-    """H(q(y|x)) on unlabelled examples; 0 on labelled ones. (B,)"""
-    return tf.where(labelled, 0.0, q_y.entropy())
+def elbo(reconstruction, kls, beta=1.0):
+    """reconstruction - beta * sum of the nodes' KL terms, per example."""
+    return reconstruction - beta * tf.add_n(list(kls))
 
 
 def virtual_adversarial_kl(logits_fn, x, logits, seed, epsilon, xi=10.0):
@@ -115,12 +87,17 @@ def virtual_adversarial_kl(logits_fn, x, logits, seed, epsilon, xi=10.0):
     return tfd.kl_divergence(target, tfd.Categorical(logits=logits_fn(x + r_adv)))
 
 
-def per_example_loss(terms: dict, alpha, beta=1.0, entropy_weight=0.0, consistency_weight=0.0):
-    """The minimised loss per example from the terms above (see module docstring). (B,)"""
-    loss = (-elbo(terms["reconstruction"], terms["kl_z"], terms["kl_y"], beta)
-            - alpha * terms["log_q_label"])
+def per_example_loss(terms: dict, alphas: dict, beta=1.0, entropy_weight=0.0, consistency_weight=0.0):
+    """The minimised loss per example from the terms above (see module docstring). (B,)
+
+    `alphas`: {labelled node: weight of its log q term}.
+    """
+    kls = [v for k, v in terms.items() if k.startswith("kl/")]
+    loss = -elbo(terms["reconstruction"], kls, beta)
+    for name, alpha in alphas.items():
+        loss -= alpha * terms[f"log_q/{name}"]
     if entropy_weight:
-        loss += entropy_weight * terms["entropy_unlabelled"]
+        loss += entropy_weight * terms["entropy"]
     if consistency_weight:
         loss += consistency_weight * terms["consistency"]
     return loss
@@ -131,3 +108,9 @@ def kl_warmup(step, warmup_steps: int):
     if warmup_steps <= 0:
         return tf.constant(1.0)
     return tf.minimum(1.0, tf.cast(step, tf.float32) / float(warmup_steps))
+
+
+def annealed_temperature(step, start: float, end: float, steps: int):
+    """T = start * (end / start) ** min(1, step / steps): exponential annealing from start to end."""
+    progress = tf.minimum(1.0, tf.cast(step, tf.float32) / float(steps))
+    return start * tf.pow(end / start, progress)

@@ -1,21 +1,16 @@
 """train_and_evaluate(config, run_dir): the whole job, importable and testable.
 
-A run directory holds
-
-    config.json          the resolved Config
-    model.weights.h5     final weights (Keras format)
-    checkpoints/         the training state (model, optimizer, step, sampling seed) for --resume
-    logs/                TensorBoard: every objective term, accuracy, hparams, images
-    history.csv          per-epoch metrics (appended across resumes)
-    metrics.json         test_error (fraction), the test ELBO terms, wall_time_s, ...
+`prepare_training(cfg)` builds what a training needs (data, labelled split,
+pipeline, model); `train_and_evaluate` adds the run directory (rundir.py),
+callbacks, checkpoints and the final test evaluation.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -24,34 +19,22 @@ import tensorflow as tf
 from tfstructvae.callbacks import StopOnNonFinite
 from tfstructvae.checkpointing import CheckpointEvery, restore_latest
 from tfstructvae.config import Config, ConfigError
-from tfstructvae.data import (IMAGE_SHAPES, ImageDataset, epoch_steps, evaluation_pipeline, labelled_split, load_dataset,
+from tfstructvae.data import (ImageDataset, LabelledSplit, epoch_steps, evaluation_pipeline, labelled_split, load_dataset,
                               training_pipeline)
 from tfstructvae.model import StructuredVAE
+from tfstructvae.rundir import (RunDirError, check_run_dir, load_run, prepare_run_dir, read_run_config,  # noqa: F401
+                                write_json_atomic)
 from tfstructvae.visualize import ImageSummaries
 
 EVAL_BATCH = 500
-
-
-class RunDirError(ValueError):
-    """An output directory that cannot be used as asked."""
 
 
 class TrainingInterrupted(RuntimeError):
     """SIGINT or SIGTERM stopped training after its state was saved."""
 
 
-def write_json_atomic(path: str, obj) -> None:
-    """Write via a temporary file and rename, so a reader never sees half a file."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=float)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def build_model(cfg: Config, image_shape) -> StructuredVAE:
-    return StructuredVAE(image_shape, model_config=cfg.model, objective_config=cfg.objective,
-                         seed=cfg.train.init_seed, name="structured_vae")
+    return StructuredVAE.from_config(cfg, image_shape)
 
 
 def compile_model(model: StructuredVAE, cfg: Config, steps_per_epoch: int) -> StructuredVAE:
@@ -70,24 +53,6 @@ def load_data(cfg: Config) -> ImageDataset:
                         use_extra=cfg.data.use_extra)
 
 
-def check_run_dir(run_dir: str, overwrite: bool, resume: bool) -> bool:
-    """Refuse to reuse a run directory unless asked; return whether it holds a run."""
-    has_run = os.path.exists(os.path.join(run_dir, "config.json"))
-    if has_run and not (overwrite or resume):
-        raise RunDirError(f"{run_dir} already holds a run (config.json); pass --resume to continue "
-                          "it or --overwrite to replace it")
-    if resume and not has_run:
-        raise RunDirError(f"--resume: {run_dir} holds no run (no config.json)")
-    return has_run
-
-
-def prepare_run_dir(run_dir: str, overwrite: bool) -> None:
-    """Create (or, with overwrite, replace) the run directory; call once the inputs are valid."""
-    if check_run_dir(run_dir, overwrite, resume=False) and overwrite:
-        shutil.rmtree(run_dir)
-    os.makedirs(run_dir, exist_ok=True)
-
-
 def _write_hparams(log_dir: str, cfg: Config) -> None:
     from tensorboard.plugins.hparams import api as hp
     flat = {}
@@ -102,6 +67,74 @@ def _write_hparams(log_dir: str, cfg: Config) -> None:
         tf.summary.text("config", "```\n" + cfg.to_json() + "\n```", step=0)
 
 
+@dataclass
+class Training:
+    """What a training needs, built from a Config: `train_and_evaluate` and the benchmarks share it."""
+    cfg: Config
+    data: ImageDataset
+    split: LabelledSplit
+    steps: int                              # steps in an epoch
+    validation: tf.data.Dataset | None      # the held-out part of the training set, if any
+    model: StructuredVAE
+
+    def pipeline(self, start_step: int = 0) -> tf.data.Dataset:
+        """The training minibatches from `start_step` on (the same stream for any start)."""
+        x, split = self.data.x_train, self.split
+        labelled = node_labels(self.cfg, self.data, "train", split.labelled)
+        unlabelled = node_labels(self.cfg, self.data, "train", split.unlabelled, with_class=False)
+        ds, _ = training_pipeline(x[split.unlabelled], x[split.labelled], labelled, self.cfg.data,
+                                  start_step=start_step, num_classes=self.data.num_classes,
+                                  y_unlabelled=unlabelled if isinstance(labelled, dict) else None)
+        return ds
+
+
+def node_labels(cfg: Config, data: ImageDataset, part: str, index=None, with_class: bool = True):
+    """The labels the model sees for examples `index` of the train or test part.
+
+    The dataset's class labels for a graph whose only labelled node is the class (an array,
+    as for M2); else {node: labels}: the class (or -1 without `with_class`) and every other
+    labelled node's labels from the dataset (`y_<node>_train` / `y_<node>_test` in a .npz).
+    """
+    graph = cfg.model.latent_graph()
+    y = data.y_train if part == "train" else data.y_test
+    index = np.arange(len(y)) if index is None else index
+    classes = [n.name for n in graph.classifier_nodes[:1]]
+    others = [n.name for n in graph.labelled_nodes if n.name not in classes]
+    if not others:
+        return y[index]
+    stored = data.node_labels_train if part == "train" else data.node_labels_test
+    missing = [n for n in others if n not in stored]
+    if missing:
+        raise ConfigError(f"the graph's labelled nodes {missing} have no labels in {data.name} ({data.source}); "
+                          f"a .npz gives node n its labels as arrays y_n_train and y_n_test")
+    labels = {n: np.asarray(stored[n])[index] for n in others}
+    if classes:
+        labels[classes[0]] = y[index] if with_class else np.full(len(index), -1, np.int64)
+    return labels
+
+
+def prepare_training(cfg: Config, data: ImageDataset | None = None) -> Training:
+    """Load the data, draw the labelled split, count an epoch's steps, build and compile the model."""
+    cfg.validate()
+    data = data if data is not None else load_data(cfg)
+    split = labelled_split(data.y_train, cfg.data.labels_per_class, data.num_classes,
+                           cfg.data.label_seed, cfg.data.validation_size)
+    graph = cfg.model.latent_graph()
+    if graph.classifier_nodes and graph.label.size != data.num_classes:
+        raise ConfigError(f"model.num_classes={graph.label.size} (node {graph.label.name!r}) but {data.name} has "
+                          f"{data.num_classes} classes")
+    if cfg.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(cfg.train.init_seed)
+    steps = cfg.train.steps_per_epoch or epoch_steps(len(split.unlabelled), len(split.labelled),
+                                                     cfg.data.batch_size)
+    validation = (evaluation_pipeline(data.x_train[split.validation],
+                                      node_labels(cfg, data, "train", split.validation), EVAL_BATCH)
+                  if len(split.validation) else None)
+    model = compile_model(build_model(cfg, data.image_shape), cfg, steps)
+    return Training(cfg, data, split, steps, validation, model)
+
+
 def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resume: bool = False,
                        verbose="auto", callbacks=()) -> dict:
     """Train `cfg` into `run_dir`, evaluate on the test set, write metrics.json; return the metrics."""
@@ -113,23 +146,11 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
                               "resume with the same settings (or none: they are read from the run)")
     cfg.validate()
     data = load_data(cfg)   # fail on bad data before touching the run directory
-    split = labelled_split(data.y_train, cfg.data.labels_per_class, data.num_classes,
-                           cfg.data.label_seed, cfg.data.validation_size)
-    if cfg.model.num_classes != data.num_classes:
-        raise ConfigError(f"model.num_classes={cfg.model.num_classes} but {data.name} has "
-                          f"{data.num_classes} classes")
+    run = prepare_training(cfg, data)   # refuses an impossible split or class count before the run dir is made
     if not resume:
         prepare_run_dir(run_dir, overwrite=overwrite)
         write_json_atomic(os.path.join(run_dir, "config.json"), cfg.to_dict())
-
-    if cfg.train.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(cfg.train.init_seed)
-    x_u, x_l, y_l = data.x_train[split.unlabelled], data.x_train[split.labelled], data.y_train[split.labelled]
-    steps = cfg.train.steps_per_epoch or epoch_steps(len(x_u), len(x_l), cfg.data.batch_size)
-    validation = (evaluation_pipeline(data.x_train[split.validation], data.y_train[split.validation],
-                                      EVAL_BATCH) if len(split.validation) else None)
-    model = compile_model(build_model(cfg, data.image_shape), cfg, steps)
+    model, steps, validation, split = run.model, run.steps, run.validation, run.split
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     start_step = restore_latest(model, ckpt_dir) if resume else 0
 
@@ -145,10 +166,9 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
            *callbacks]
 
     def fit(first_step, initial_epoch, epochs, steps_per_epoch):
-        train_ds, _ = training_pipeline(x_u, x_l, y_l, cfg.data, start_step=first_step,
-                                        num_classes=data.num_classes)
-        model.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-                  validation_data=validation, callbacks=cbs, verbose=verbose, shuffle=False)
+        model.fit(run.pipeline(first_step), epochs=epochs, initial_epoch=initial_epoch,
+                  steps_per_epoch=steps_per_epoch, validation_data=validation, callbacks=cbs,
+                  verbose=verbose, shuffle=False)
 
     epoch, offset = divmod(start_step, steps)
     if offset:   # finish the epoch the interruption cut short, on the same minibatches
@@ -180,7 +200,7 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
     })
     if validation is not None:
         val = model.evaluate(validation, return_dict=True, verbose=0)
-        metrics["validation_error"] = 1.0 - float(val["accuracy"])
+        metrics["validation_error"] = 1.0 - float(val["accuracy"]) if "accuracy" in val else None
     write_json_atomic(os.path.join(run_dir, "metrics.json"), metrics)
     return metrics
 
@@ -203,35 +223,15 @@ def train_or_reuse(cfg: Config, run_dir: str) -> dict:
 
 def evaluate_model(model: StructuredVAE, data: ImageDataset, cfg: Config) -> dict:
     """Test-set error of q(y|x) and the test ELBO terms (unlabelled bound, nats per image)."""
-    results = model.evaluate(evaluation_pipeline(data.x_test, data.y_test, EVAL_BATCH),
+    results = model.evaluate(evaluation_pipeline(data.x_test, node_labels(cfg, data, "test"), EVAL_BATCH),
                              return_dict=True, verbose=0)
     return {
-        "test_error": 1.0 - float(results["accuracy"]),
+        "test_error": 1.0 - float(results["accuracy"]) if "accuracy" in results else None,
         "test_elbo": float(results["elbo"]),
         "test_reconstruction": float(results["reconstruction"]),
-        "test_kl_z": float(results["kl_z"]),
-        "test_kl_y": float(results["kl_y"]),
+        **{f"test_{k}": float(v) for k, v in results.items() if k.startswith(("kl/", "accuracy/"))},
         "test_examples": int(len(data.y_test)),
     }
-
-
-def read_run_config(run_dir: str) -> Config:
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.isfile(path):
-        raise RunDirError(f"{run_dir} holds no run: config.json is missing")
-    with open(path) as f:
-        return Config.from_dict(json.load(f))
-
-
-def load_run(run_dir: str) -> tuple[Config, StructuredVAE]:
-    """Rebuild a trained model from its run directory."""
-    cfg = read_run_config(run_dir)
-    weights = os.path.join(run_dir, "model.weights.h5")
-    if not os.path.isfile(weights):
-        raise RunDirError(f"{run_dir} is not a finished run: model.weights.h5 is missing")
-    model = build_model(cfg, IMAGE_SHAPES[cfg.data.dataset])
-    model.load_weights(weights)
-    return cfg, model
 
 
 def evaluate_run(run_dir: str, data_dir: str | None = None) -> dict:

@@ -6,7 +6,10 @@
   quantiles, one panel per class.
 
 Every function works on a `Codec`: a trained StructuredVAE or a loaded SavedModel,
-so figures can be drawn from either.
+so figures can be drawn from either. For a model with more nodes, a Codec varies one
+categorical node (`node`, default the class) and reads one continuous node as the
+style (`style`); every other node is held at the value inferred for the source image
+(analogies) or at its prior mean (style grids).
 """
 
 from __future__ import annotations
@@ -22,32 +25,48 @@ import tensorflow as tf
 class Codec:
     """encode(images) -> (class probabilities, style mean); decode(classes, style) -> pixel means."""
 
-    def __init__(self, source):
+    def __init__(self, source, node: str | None = None, style: str | None = None):
         if isinstance(source, str):
             source = _load(source)
         self.source = source
+        self.held_names = []
         if hasattr(source, "signatures"):            # a SavedModel exported by tfstructvae
             enc, dec = source.signatures["encode"], source.signatures["decode"]
-            self.style_name = [k for k in dec.structured_input_signature[1] if k != "classes"][0]
+            self.style_name = style or [k for k in dec.structured_input_signature[1] if k != "classes"][0]
             self.image_shape = tuple(enc.structured_input_signature[1]["images"].shape[1:])
             self.num_classes = int(enc.structured_outputs["probabilities"].shape[-1])
             self.style_dim = int(dec.structured_input_signature[1][self.style_name].shape[-1])
             self._enc, self._dec = enc, dec
             self._enc_at = source.signatures["encode_given_class"]
-        else:                                        # a StructuredVAE
-            styles = source.latent_graph.continuous
-            if len(styles) != 1:
-                raise ValueError("analogies need exactly one continuous (style) node")
-            self.style_name, self.style_dim = styles[0].name, styles[0].size
-            self.image_shape, self.num_classes = source.image_shape, source.num_classes
+            return
+        graph = source.latent_graph                  # a StructuredVAE
+        varied = graph[node] if node else source.label_node
+        if varied is None or varied.family != "categorical":
+            raise ValueError(f"analogies vary a categorical node; got {node or 'none (no labelled class)'}")
+        if style is None:
+            free = [n for n in graph.continuous if not n.labelled]
+            children = [n for n in free if varied.name in n.parents]
+            if len(free) == 1 or children:
+                style = (free if len(free) == 1 else children)[-1].name
+            else:
+                raise ValueError(f"choose the style node (style=...): continuous nodes {[n.name for n in free]}")
+        self.node, self.style_name = varied.name, style
+        self.style_dim = graph[style].size
+        self.image_shape, self.num_classes = source.image_shape, varied.size
+        self.held_names = [n.name for n in graph if n.name not in (self.node, self.style_name)]
 
-    def encode(self, images):
+    def encode_all(self, images):
+        """(class probabilities (N, K), style mean (N, D), {held node: inferred value (N, size)})."""
         images = tf.convert_to_tensor(images, tf.float32)
         if hasattr(self, "_enc"):
             out = self._enc(images=images)
-            return out["probabilities"].numpy(), out[f"{self.style_name}_mean"].numpy()
+            return out["probabilities"].numpy(), out[f"{self.style_name}_mean"].numpy(), {}
         q = self.source.encode(images)
-        return (q[self.source.label_node.name].probs_parameter().numpy(), q[self.style_name].mean().numpy())
+        held = {n: self.source.point_value(n, q[n]).numpy() for n in self.held_names}
+        return q[self.node].probs_parameter().numpy(), q[self.style_name].mean().numpy(), held
+
+    def encode(self, images):
+        return self.encode_all(images)[:2]
 
     def style_at(self, images, classes):
         """Mean of q(z | x, y=classes): the style read at a given class, not the inferred one."""
@@ -55,29 +74,35 @@ class Codec:
         classes = tf.convert_to_tensor(classes, tf.int32)
         if hasattr(self, "_enc_at"):
             return self._enc_at(images=images, classes=classes)[f"{self.style_name}_mean"].numpy()
-        return self.source.encode(images, y=classes)[self.style_name].mean().numpy()
+        return self.source.encode(images, values={self.node: classes})[self.style_name].mean().numpy()
 
-    def decode(self, classes, style):
+    def decode(self, classes, style, held=None):
         classes = tf.convert_to_tensor(classes, tf.int32)
         style = tf.convert_to_tensor(style, tf.float32)
         if hasattr(self, "_dec"):
             return self._dec(classes=classes, **{self.style_name: style})["pixel_probabilities"].numpy()
-        return self.source.decode(classes, style).mean().numpy()
+        if held is None:                              # no source image: hold the others at their prior mean
+            graph = self.source.latent_graph
+            held = {n: np.broadcast_to(self.source.families[n].fixed_prior(graph[n].size).mean().numpy(),
+                                       (len(style), graph[n].size)) for n in self.held_names}
+        values = {self.node: classes, self.style_name: style, **held}
+        return self.source.decode(**values).mean().numpy()
 
 
 def _load(path: str):
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         return tf.saved_model.load(path)
-    from tfstructvae.train import load_run
+    from tfstructvae.rundir import load_run
     return load_run(path)[1]
 
 
 def analogies(codec: Codec, images: np.ndarray) -> np.ndarray:
     """Decode every class with each source's style. Returns (N, K, H, W, C) pixel means."""
-    _, style = codec.encode(images)                                         # (N, D)
+    _, style, held = codec.encode_all(images)                               # (N, D), {node: (N, size)}
     n, k = len(images), codec.num_classes
     classes = np.tile(np.arange(k), n)                                      # (N*K,)
-    out = codec.decode(classes, np.repeat(style, k, axis=0))                # (N*K, H, W, C)
+    held = {name: np.repeat(v, k, axis=0) for name, v in held.items()} if held else None
+    out = codec.decode(classes, np.repeat(style, k, axis=0), held)          # (N*K, H, W, C)
     return out.reshape(n, k, *codec.image_shape)
 
 
@@ -143,8 +168,8 @@ class ImageSummaries(keras.callbacks.Callback):
 
     def figures(self) -> dict[str, np.ndarray]:
         codec = Codec(self.model)
-        probs, style = codec.encode(self.images)
-        recon = codec.decode(probs.argmax(-1), style)
+        probs, style, held = codec.encode_all(self.images)
+        recon = codec.decode(probs.argmax(-1), style, held or None)
         figs = {"reconstructions": tile(np.stack([self.images, recon], axis=1)),
                 "analogies": analogy_figure(codec, self.images)}
         if codec.style_dim == 2:
@@ -152,9 +177,15 @@ class ImageSummaries(keras.callbacks.Callback):
         return figs
 
     def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every:
+        if not self.every or (epoch + 1) % self.every:
+            return
+        try:
+            figures = self.figures()
+        except ValueError as e:     # a graph these figures cannot show: say so once, keep training
+            print(f"ImageSummaries: no figures for this graph ({e})")
+            self.every = 0
             return
         with self.writer.as_default():
-            for name, image in self.figures().items():
+            for name, image in figures.items():
                 tf.summary.image(name, image[None], step=epoch)
         self.writer.flush()

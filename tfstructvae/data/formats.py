@@ -1,7 +1,8 @@
 """Readers for the image-dataset formats users already hold.
 
 - IDX (LeCun's MNIST format), gzip-compressed or raw: `train-images-idx3-ubyte[.gz]`, ...
-- Keras-style `.npz` with arrays `x_train, y_train, x_test, y_test`
+- Keras-style `.npz` with arrays `x_train, y_train, x_test, y_test`, and for a graph with
+  more labelled nodes one pair `y_<node>_train, y_<node>_test` per node (-1 or NaN = missing)
 - TFDS, when a prepared copy exists (or downloading is allowed)
 
 Every reader returns uint8 images of shape (N, H, W, C) and int64 labels, and
@@ -15,7 +16,7 @@ import math
 import os
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,7 +27,11 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class ImageDataset:
-    """Train and test images (uint8, (N, H, W, C)) with int64 labels in [0, num_classes)."""
+    """Train and test images (uint8, (N, H, W, C)) with int64 labels in [0, num_classes).
+
+    `node_labels_train` / `node_labels_test`: labels of further graph nodes, {node: array of N rows},
+    integers with -1 or floats with NaN where an example carries no value.
+    """
     name: str
     x_train: np.ndarray
     y_train: np.ndarray
@@ -34,6 +39,8 @@ class ImageDataset:
     y_test: np.ndarray
     num_classes: int
     source: str
+    node_labels_train: dict = field(default_factory=dict)
+    node_labels_test: dict = field(default_factory=dict)
 
     @property
     def image_shape(self) -> tuple[int, ...]:
@@ -116,6 +123,12 @@ def load_npz(path: str, name: str, num_classes: int = 10) -> ImageDataset:
                 raise DataError(f"{path}: missing arrays {sorted(missing)}; a Keras-style .npz holds "
                                 "x_train, y_train, x_test, y_test")
             arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+            nodes = {k[2:-6] for k in f.files if k.startswith("y_") and k.endswith("_train") and k != "y_train"}
+            for node in sorted(nodes):
+                if f"y_{node}_test" not in f.files:
+                    raise DataError(f"{path}: has y_{node}_train but not y_{node}_test; node labels come in pairs")
+            node_train = {n: f[f"y_{n}_train"] for n in nodes}
+            node_test = {n: f[f"y_{n}_test"] for n in nodes}
     except (OSError, ValueError, zlib.error) as e:
         if isinstance(e, DataError):
             raise
@@ -123,7 +136,7 @@ def load_npz(path: str, name: str, num_classes: int = 10) -> ImageDataset:
     x_train, x_test = (_as_nhwc_uint8(arrays[k], path, k) for k in ("x_train", "x_test"))
     return checked(ImageDataset(name, x_train, arrays["y_train"].reshape(-1).astype(np.int64),
                                 x_test, arrays["y_test"].reshape(-1).astype(np.int64),
-                                num_classes, path))
+                                num_classes, path, node_train, node_test))
 
 
 def load_tfds(name: str, data_dir: str | None = None, download: bool = False,
@@ -171,6 +184,10 @@ def checked(ds: ImageDataset) -> ImageDataset:
         if y.min() < 0 or y.max() >= ds.num_classes:
             raise DataError(f"{ds.source}: {split} labels span [{y.min()}, {y.max()}]; "
                             f"expected integers in [0, {ds.num_classes})")
+        for node, labels in (ds.node_labels_train if split == "train" else ds.node_labels_test).items():
+            if len(labels) != len(x):
+                raise DataError(f"{ds.source}: {split} has {len(x)} images but {len(labels)} labels "
+                                f"for node {node!r} (y_{node}_{split})")
     if ds.x_train.shape[1:] != ds.x_test.shape[1:]:
         raise DataError(f"{ds.source}: train images {ds.x_train.shape[1:]} and test images "
                         f"{ds.x_test.shape[1:]} differ in shape")

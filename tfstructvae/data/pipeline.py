@@ -1,7 +1,9 @@
 """tf.data pipelines that decide which minibatches are labelled.
 
 Every element is (x, y): x float32 in [0, 1] of shape (B, H, W, C), y int32 of
-shape (B,) with -1 marking an unlabelled example. Two modes:
+shape (B,) with -1 marking an unlabelled example; or, for a graph with several
+labelled nodes, y a dict {node: labels} with -1 (integer labels) or NaN (real
+labels) marking an example that carries no value for that node. Two modes:
 
 - `rate` (the paper): a fraction r of minibatches are labelled minibatches drawn
   from the labelled pool, which is reshuffled and repeated, so each labelled
@@ -24,12 +26,40 @@ from tfstructvae.data.formats import DataError
 AUTOTUNE = tf.data.AUTOTUNE
 
 
+def _label_dtype(y):
+    return tf.int32 if y.dtype.is_integer else tf.float32
+
+
 def to_model_inputs(x, y):
-    return tf.cast(x, tf.float32) / 255.0, tf.cast(y, tf.int32)
+    labels = tf.nest.map_structure(lambda v: tf.cast(v, _label_dtype(v)), y)
+    return tf.cast(x, tf.float32) / 255.0, labels
+
+
+def missing_labels(like: np.ndarray, n: int) -> np.ndarray:
+    """n rows of 'no value' in the layout of `like`: -1 for integer labels, NaN for real ones."""
+    if np.issubdtype(like.dtype, np.integer):
+        return np.full((n, *like.shape[1:]), -1, np.int32)
+    return np.full((n, *like.shape[1:]), np.nan, np.float32)
+
+
+def check_node_labels(labels: dict, n: int, sizes: dict | None = None, what: str = "labelled") -> None:
+    """{node: labels} for n examples: integers >= -1 (below the node's size when known) or floats."""
+    for node, y in labels.items():
+        y = np.asarray(y)
+        if len(y) != n:
+            raise DataError(f"{n} {what} images but {len(y)} labels for node {node!r}")
+        if np.issubdtype(y.dtype, np.integer):
+            size = (sizes or {}).get(node)
+            if len(y) and (y.min() < -1 or (size is not None and y.max() >= size)):
+                raise DataError(f"labels of node {node!r} span [{y.min()}, {y.max()}]; expected -1 (missing) "
+                                f"or integers in [0, {size if size is not None else 'size'})")
+        elif not np.issubdtype(y.dtype, np.floating):
+            raise DataError(f"labels of node {node!r} must be integers or floats, got dtype {y.dtype}")
 
 
 def check_arrays(x_unlabelled, x_labelled, y_labelled, num_classes: int = 10) -> None:
-    """uint8 images of one shape; integer labels in [0, num_classes), one per labelled image."""
+    """uint8 images of one shape; integer labels in [0, num_classes), one per labelled image
+    (or a dict of node labels, checked by `check_node_labels`)."""
     for name, x in (("unlabelled images", x_unlabelled), ("labelled images", x_labelled)):
         if x.dtype != np.uint8:
             raise DataError(f"{name} must be uint8 pixels (0..255), got dtype {x.dtype}")
@@ -38,6 +68,8 @@ def check_arrays(x_unlabelled, x_labelled, y_labelled, num_classes: int = 10) ->
     if len(x_unlabelled) and len(x_labelled) and x_unlabelled.shape[1:] != x_labelled.shape[1:]:
         raise DataError(f"labelled images {x_labelled.shape[1:]} and unlabelled images "
                         f"{x_unlabelled.shape[1:]} differ in shape")
+    if isinstance(y_labelled, dict):
+        return check_node_labels(y_labelled, len(x_labelled))
     if not np.issubdtype(y_labelled.dtype, np.integer):
         raise DataError(f"labels must be integers, got dtype {y_labelled.dtype}")
     if len(y_labelled) != len(x_labelled):
@@ -60,9 +92,9 @@ def _index_batches(indices: np.ndarray, batch_size: int, seed: int) -> tf.data.D
             .batch(batch_size, drop_remainder=True))
 
 
-def training_pipeline(x_unlabelled: np.ndarray, x_labelled: np.ndarray, y_labelled: np.ndarray,
-                      cfg: DataConfig, start_step: int = 0,
-                      num_classes: int = 10) -> tuple[tf.data.Dataset, int]:
+def training_pipeline(x_unlabelled: np.ndarray, x_labelled: np.ndarray, y_labelled,
+                      cfg: DataConfig, start_step: int = 0, num_classes: int = 10,
+                      y_unlabelled: dict | None = None) -> tuple[tf.data.Dataset, int]:
     """An infinite dataset of training minibatches and the number of steps in an epoch.
 
     An epoch is (unlabelled + labelled examples) // batch_size steps in every mode,
@@ -72,6 +104,10 @@ def training_pipeline(x_unlabelled: np.ndarray, x_labelled: np.ndarray, y_labell
     `start_step=k` (skipping k batches of indices, which is cheap) yields exactly
     the batches an uninterrupted run sees from step k on: this is how a resumed
     run continues the same data stream.
+
+    `y_labelled` may be a dict {node: labels of the labelled pool}; the unlabelled pool
+    then carries `y_unlabelled[node]` where given (labels of other nodes on examples
+    outside the labelled split) and no value elsewhere.
     """
     cfg.validate()
     check_arrays(x_unlabelled, x_labelled, y_labelled, num_classes)
@@ -79,7 +115,14 @@ def training_pipeline(x_unlabelled: np.ndarray, x_labelled: np.ndarray, y_labell
     n_u, n_l = len(x_unlabelled), len(x_labelled)
     # One pool: unlabelled examples first (label -1), then the labelled ones.
     pool_x = np.concatenate([x_unlabelled, x_labelled]) if n_l else x_unlabelled
-    pool_y = np.concatenate([np.full([n_u], -1, np.int32), y_labelled.astype(np.int32)])
+    if isinstance(y_labelled, dict):
+        y_unlabelled = y_unlabelled or {}
+        check_node_labels(y_unlabelled, n_u, what="unlabelled")
+        pool_y = {node: np.concatenate([np.asarray(y_unlabelled[node]).astype(y.dtype) if node in y_unlabelled
+                                        else missing_labels(y, n_u), y])
+                  for node, y in ((k, np.asarray(v)) for k, v in y_labelled.items())}
+    else:
+        pool_y = np.concatenate([np.full([n_u], -1, np.int32), y_labelled.astype(np.int32)])
     u_idx, l_idx = np.arange(n_u), n_u + np.arange(n_l)
     # Seeds per part, derived from data_seed, so the parts do not shuffle in lockstep.
     seed_u, seed_l, seed_mix = (cfg.data_seed * 3 + k for k in range(3))
@@ -105,18 +148,20 @@ def training_pipeline(x_unlabelled: np.ndarray, x_labelled: np.ndarray, y_labell
         idx = tf.data.Dataset.zip(_index_batches(u_idx, B - b_l, seed_u),
                                   _index_batches(l_idx, b_l, seed_l)).map(lambda u, l: tf.concat([u, l], 0))
 
-    images, labels = tf.constant(pool_x), tf.constant(pool_y)
+    images, labels = tf.constant(pool_x), tf.nest.map_structure(tf.constant, pool_y)
 
     def gather(batch_indices):
-        return to_model_inputs(tf.gather(images, batch_indices), tf.gather(labels, batch_indices))
+        return to_model_inputs(tf.gather(images, batch_indices),
+                               tf.nest.map_structure(lambda y: tf.gather(y, batch_indices), labels))
 
     steps = epoch_steps(n_u, n_l, B)
     return (idx.skip(start_step).map(gather, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE), steps)
 
 
-def evaluation_pipeline(x: np.ndarray, y: np.ndarray, batch_size: int) -> tf.data.Dataset:
-    """Labelled examples in order, for `evaluate` and validation."""
-    return (tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
+def evaluation_pipeline(x: np.ndarray, y, batch_size: int) -> tf.data.Dataset:
+    """Labelled examples in order, for `evaluate` and validation; y an array or {node: labels}."""
+    y = {k: np.asarray(v) for k, v in y.items()} if isinstance(y, dict) else y.astype(np.int32)
+    return (tf.data.Dataset.from_tensor_slices((x, y))
             .batch(batch_size)
             .map(to_model_inputs, num_parallel_calls=AUTOTUNE)
             .prefetch(AUTOTUNE))

@@ -1,0 +1,92 @@
+"""Records that carry several labels: pipelines, exact resume, .npz node arrays, a whole run."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tfstructvae.config import Config, ConfigError, DataConfig, ModelConfig, ObjectiveConfig, TrainConfig
+from tfstructvae.data import DataError, load_dataset, training_pipeline
+
+
+def pools(n_u=40, n_l=10, seed=0):
+    rng = np.random.default_rng(seed)
+    x_u, x_l = (rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8) for n in (n_u, n_l))
+    y_l = {"y": np.arange(n_l) % 10, "slant": rng.normal(size=(n_l, 1)).astype(np.float32)}
+    y_u = {"slant": np.where(rng.uniform(size=(n_u, 1)) < 0.3, 1.5, np.nan).astype(np.float32)}
+    return x_u, x_l, y_l, y_u
+
+
+@pytest.mark.parametrize("mode", ["rate", "share"])
+def test_pipeline_carries_every_node_and_resumes_exactly(mode):
+    x_u, x_l, y_l, y_u = pools()
+    cfg = DataConfig(batch_size=10, supervision_mode=mode, supervision_rate=0.5, labelled_share=0.2, data_seed=3)
+    ds, steps = training_pipeline(x_u, x_l, y_l, cfg, y_unlabelled=y_u)
+    batches = list(ds.take(12).as_numpy_iterator())
+    for x, labels in batches:
+        assert set(labels) == {"y", "slant"} and labels["y"].dtype == np.int32 and labels["slant"].shape == (10, 1)
+        labelled = labels["y"] >= 0
+        # the class is present exactly on the labelled pool, whose slant is always known;
+        # unlabelled examples carry slant 1.5 or NaN, as given
+        assert np.all(np.isfinite(labels["slant"][labelled]))
+        rest = labels["slant"][~labelled]
+        assert np.all(np.isnan(rest) | (rest == 1.5))
+    later, _ = training_pipeline(x_u, x_l, y_l, cfg, start_step=7, y_unlabelled=y_u)
+    for (xa, la), (xb, lb) in zip(batches[7:], later.take(5).as_numpy_iterator()):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(la["y"], lb["y"])
+        np.testing.assert_array_equal(la["slant"], lb["slant"])
+
+
+def test_bad_node_labels_are_refused():
+    x_u, x_l, y_l, y_u = pools()
+    cfg = DataConfig(batch_size=10)
+    with pytest.raises(DataError, match="10 labelled images but 9 labels for node 'slant'"):
+        training_pipeline(x_u, x_l, {**y_l, "slant": y_l["slant"][:9]}, cfg)
+    with pytest.raises(DataError, match=r"labels of node 'y' span \[-3, 6\]"):
+        training_pipeline(x_u, x_l, {**y_l, "y": y_l["y"] - 3}, cfg)
+    with pytest.raises(DataError, match="40 unlabelled images but 5 labels for node 'slant'"):
+        training_pipeline(x_u, x_l, y_l, cfg, y_unlabelled={"slant": y_u["slant"][:5]})
+
+
+def write_npz_with_slant(directory, n_train=300, n_test=50, seed=0):
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for part, n in (("train", n_train), ("test", n_test)):
+        x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        arrays[f"x_{part}"], arrays[f"y_{part}"] = x, np.arange(n) % 10
+        slant = x.mean(axis=(1, 2), keepdims=False)[:, None] / 255.0
+        arrays[f"y_slant_{part}"] = np.where(rng.uniform(size=(n, 1)) < 0.2, slant, np.nan).astype(np.float32)
+    np.savez(os.path.join(directory, "mnist.npz"), **arrays)
+
+
+def test_a_graph_with_a_supervised_real_factor_trains_from_npz_and_resumes(tmp_path):
+    from tfstructvae.train import train_and_evaluate
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    write_npz_with_slant(data_dir)
+    ds = load_dataset("mnist", str(data_dir))
+    assert set(ds.node_labels_train) == {"slant"} and ds.node_labels_test["slant"].shape == (50, 1)
+    graph = ({"family": "categorical", "name": "y", "size": 10, "labelled": True, "estimator": "enumerate"},
+             {"family": "normal", "name": "slant", "size": 1, "labelled": True, "alpha": 5.0},
+             {"family": "normal", "name": "z", "size": 2, "parents": ["y", "slant"]})
+    cfg = Config(data=DataConfig(data_dir=str(data_dir), labels_per_class=3, batch_size=30,
+                                 supervision_mode="share", labelled_share=0.2),
+                 model=ModelConfig(hidden_units=(16,), graph=graph),
+                 objective=ObjectiveConfig(alpha=10.0),
+                 train=TrainConfig(epochs=2, steps_per_epoch=3)).validate()
+    run = tmp_path / "run"
+    metrics = train_and_evaluate(cfg, str(run), verbose=0)
+    assert np.isfinite(metrics["test_kl/slant"]) and 0.0 <= metrics["test_error"] <= 1.0
+    with open(run / "history.csv") as f:
+        header = next(csv.reader(f))
+    assert {"kl/slant", "log_q/slant", "log_q/y", "kl/z", "accuracy"} <= set(header)
+    saved = Config.from_dict(json.load(open(run / "config.json")))
+    assert saved == cfg and saved.model.latent_graph()["slant"].alpha == 5.0
+    # a labelled node without labels in the data is refused by name
+    no_labels = cfg.override(**{"model.graph": (graph[0], {**graph[1], "name": "width"},
+                                                {**graph[2], "parents": ["y", "width"]})})
+    with pytest.raises(ConfigError, match=r"labelled nodes \['width'\] have no labels"):
+        train_and_evaluate(no_labels, str(tmp_path / "run2"), verbose=0)

@@ -1,0 +1,145 @@
+"""How each node of q enters the objective: one interface, four estimators.
+
+For a node with recognition factor q(n | x, parents), prior p(n | prior parents),
+and, where an example carries a label, an observed value pinned in q and p, an
+estimator returns a `NodeTerms`:
+
+    value    what the node's children and the decoder see
+    weight   for `enumerate`: the weight of every enumerated row, (E, B); else None
+    kl       the node's share of the ELBO's KL, per example (and per row): for an
+             observed example -log p(n = value), else KL(q || p) (or its estimate)
+
+Estimators (Kingma et al. 2014; Siddharth et al. 2016; Maddison/Jang et al. 2017):
+
+    enumerate  every value at once on a leading row axis: with enumerated nodes
+               n_1..n_m of sizes K_1..K_m, E = K_1 * ... * K_m rows list their product
+               space and one decoder call of E*B rows serves them all; the row weight
+               is prod_i q(n_i = v_i(row) | ...), or onehot(label) where observed.
+    plugin     the probability vector E_q[n] is fed to the networks (one call of B rows)
+    relaxed    a reparameterised Concrete / Gumbel-softmax sample at a temperature
+    sample     Normal nodes: a reparameterised sample
+
+Terms of shape (E, B) become per-example terms by `expectation(weights, t)`:
+sum_e w[e, b] t[e, b]. The model walks the graph in order and never asks which
+estimator a node holds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from tfstructvae.graph import GraphError
+
+
+@dataclass
+class NodeTerms:
+    value: tf.Tensor
+    kl: tf.Tensor
+    weight: tf.Tensor | None = None
+
+
+@dataclass
+class Context:
+    """What an estimator may need beyond its node: noise and the temperature."""
+    seed: Callable[[], tf.Tensor]
+    temperature: tf.Tensor | float = 1.0
+
+
+def _pin(mask, observed, free):
+    """observed where the example carries a label, else free; broadcasts (B, D) against (E, B, D)."""
+    return tf.where(mask[:, None], observed, free)
+
+
+def _kl_or_log_prior(family, q, prior, observed, mask, ctx, kl=None):
+    kl = family.kl(q, prior, ctx.seed) if kl is None else kl
+    if observed is None:
+        return kl
+    return tf.where(mask, -prior.log_prob(observed), kl)
+
+
+class Sample:
+    """A reparameterised sample (Normal nodes)."""
+    name = "sample"
+
+    def __call__(self, family, q, prior, observed, mask, ctx) -> NodeTerms:
+        value = q.sample(seed=ctx.seed())
+        kl = family.kl(q, prior, ctx.seed)
+        if observed is not None:
+            value = _pin(mask, observed, value)
+        return NodeTerms(value, _kl_or_log_prior(family, q, prior, observed, mask, ctx, kl))
+
+
+class PlugIn:
+    """The probability vector of q fed to the networks (Siddharth et al. 2016)."""
+    name = "plugin"
+
+    def __call__(self, family, q, prior, observed, mask, ctx) -> NodeTerms:
+        value = family.mean_value(q)
+        if observed is not None:
+            value = _pin(mask, observed, value)
+        return NodeTerms(value, _kl_or_log_prior(family, q, prior, observed, mask, ctx))
+
+
+class Relaxed:
+    """A Concrete / Gumbel-softmax sample at `ctx.temperature`, its KL estimated at the sample."""
+    name = "relaxed"
+
+    def __call__(self, family, q, prior, observed, mask, ctx) -> NodeTerms:
+        value, kl = family.relaxed_sample(q, prior, ctx.temperature, ctx.seed())
+        if observed is not None:
+            value = _pin(mask, observed, value)
+        return NodeTerms(value, _kl_or_log_prior(family, q, prior, observed, mask, ctx, kl))
+
+
+class Enumerate:
+    """Every value of the node on the shared row axis, weighted by q (or the label)."""
+    name = "enumerate"
+
+    def __init__(self, rows: tf.Tensor):
+        self.rows = rows                                                     # (E, 1, K) one-hot
+
+    def __call__(self, family, q, prior, observed, mask, ctx) -> NodeTerms:
+        probs = family.mean_value(q)                                         # (B, K) | (E, B, K)
+        if observed is not None:
+            probs = _pin(mask, observed, probs)
+        weight = tf.reduce_sum(self.rows * probs, axis=-1)                   # (E, B)
+        return NodeTerms(self.rows, _kl_or_log_prior(family, q, prior, observed, mask, ctx), weight)
+
+
+def enumeration_rows(sizes: dict[str, int], max_rows: int) -> dict[str, tf.Tensor]:
+    """One-hot value tables (E, 1, K_i) listing the product space of the enumerated nodes, row-major."""
+    total = math.prod(sizes.values())
+    if total > max_rows:
+        raise GraphError(
+            f"enumerating {dict(sizes)} takes {total} rows per example (the product of their sizes), more "
+            f"than objective.max_enumeration_rows={max_rows}; use the 'plugin' or 'relaxed' estimator "
+            "for some of these nodes or raise the limit")
+    tables, stride = {}, total
+    for name, k in sizes.items():
+        stride //= k
+        index = (np.arange(total) // stride) % k
+        tables[name] = tf.constant(np.eye(k, dtype=np.float32)[index][:, None, :])
+    return tables
+
+
+def build_estimators(graph, default: str, max_rows: int) -> dict:
+    """The estimator of every node: its own, else `default` where it applies, else its family's default."""
+    chosen = {}
+    for node in graph:
+        name = node.estimator or (default if default in node.estimators else node.default_estimator)
+        chosen[node.name] = name
+    rows = enumeration_rows({n: graph[n].size for n, e in chosen.items() if e == "enumerate"}, max_rows)
+    make = {"sample": Sample, "plugin": PlugIn, "relaxed": Relaxed}
+    return {n: Enumerate(rows[n]) if e == "enumerate" else make[e]() for n, e in chosen.items()}
+
+
+def expectation(weights, term):
+    """sum_e w[e, b] * t[e, b] for a term on the row axis; a (B,) term is already per example."""
+    if weights is None or term.shape.rank < 2:
+        return term
+    return tf.reduce_sum(weights * term, axis=0)
