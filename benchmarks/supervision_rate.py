@@ -58,7 +58,8 @@ def main(argv=None) -> int:
     for l in [int(v) for v in args.labels.split(",")]:
         for r in [float(v) for v in args.rates.split(",")]:
             cfg = get_preset(args.preset).override(**{
-                "data.data_dir": args.data_dir, "data.labels_per_class": l, "data.supervision_mode": "rate",
+                "data.data_dir": args.data_dir, "data.validation_size": 0,  # the papers train on all of it
+                    "data.labels_per_class": l, "data.supervision_mode": "rate",
                 "data.supervision_rate": r, "data.label_seed": args.seed, "data.data_seed": args.seed,
                 "train.init_seed": args.seed, "train.epochs": args.epochs,
                 "train.steps_per_epoch": args.steps_per_epoch, **parse_overrides(args.set)})

@@ -55,7 +55,7 @@ def main(argv=None) -> int:
         def on_epoch_end(self, epoch, logs=None):
             curve.append({"epoch": epoch + 1, "validation_error": 1.0 - float(logs["val_accuracy"]),
                           "validation_elbo": float(logs["val_elbo"]),
-                          "train_accuracy": float(logs["accuracy"]), "wall_time_s": time.time() - start})
+                          "train_accuracy": float(logs["labelled_accuracy"]), "wall_time_s": time.time() - start})
             print(f"epoch {epoch + 1}: validation error {100 * curve[-1]['validation_error']:.2f}%", flush=True)
             write_json_atomic(args.out, {"preset": args.preset, "overrides": args.set, "config": cfg.to_dict(),
                                          "curve": curve, "command": command})

@@ -37,6 +37,16 @@ def test_train_writes_a_complete_run(trained_run):
     cfg = json.load(open(os.path.join(run_dir, "config.json")))
     assert cfg["data"]["label_seed"] == cfg["data"]["data_seed"] == cfg["train"]["init_seed"] == 1
     assert "Epoch 2/2" in result.stdout                                   # Keras progress output
+    assert metrics["validation_error"] is not None                        # 5,000 held out by default
+
+
+def test_a_quiet_start_and_a_short_progress_line(trained_run):
+    _, result = trained_run
+    noise = [ln for ln in result.stderr.splitlines() if ln.startswith(("E0000", "W0000", "I0000"))]
+    assert not noise, noise
+    epoch_lines = [ln for ln in result.stdout.splitlines() if " - loss: " in ln]
+    assert epoch_lines and all("val_accuracy" in ln and "kl/z" not in ln for ln in epoch_lines)
+    assert all(len(ln) <= 100 for ln in epoch_lines), epoch_lines
 
 
 def test_evaluate_reloads_the_run(trained_run, mnist_dir):

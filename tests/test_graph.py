@@ -276,7 +276,7 @@ def test_every_estimator_mix_trains_compiled_and_traced_once(mnist, mix):
     assert model.jit_compile is True and len(traces) == 1
     for node in graph:
         assert np.all(np.isfinite(history[f"kl/{node.name}"])), node.name
-    for name in ("loss", "elbo", "reconstruction", "accuracy", "consistency"):
+    for name in ("loss", "elbo", "reconstruction", "labelled_accuracy", "consistency"):
         assert np.all(np.isfinite(history[name])), name
     assert all(f"log_q/{n.name}" in history for n in graph.labelled_nodes)
 

@@ -82,7 +82,7 @@ def test_a_graph_with_a_supervised_real_factor_trains_from_npz_and_resumes(tmp_p
     assert np.isfinite(metrics["test_kl/slant"]) and 0.0 <= metrics["test_error"] <= 1.0
     with open(run / "history.csv") as f:
         header = next(csv.reader(f))
-    assert {"kl/slant", "log_q/slant", "log_q/y", "kl/z", "accuracy"} <= set(header)
+    assert {"kl/slant", "log_q/slant", "log_q/y", "kl/z", "labelled_accuracy"} <= set(header)
     saved = Config.from_dict(json.load(open(run / "config.json")))
     assert saved == cfg and saved.model.latent_graph()["slant"].alpha == 5.0
     # a labelled node without labels in the data is refused by name

@@ -1,8 +1,8 @@
 """tfstructvae: structured graphical-model encoders for semi-supervised VAEs (TF2 / Keras 3 / TFP)."""
 
-import os as _os
+from tfstructvae.startup import import_tensorflow_quietly as _import_tensorflow_quietly
 
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_import_tensorflow_quietly()
 
 from tfstructvae.config import Config, ConfigError, get_preset, PRESETS  # noqa: E402
 from tfstructvae.graph import Bernoulli, Categorical, LatentGraph, Normal, digit_style_graph  # noqa: E402

@@ -47,3 +47,32 @@ class StopOnNonFinite(keras.callbacks.Callback):
     def raise_if_failed(self, note: str = ""):
         if self.message:
             raise NonFiniteError(self.message + (f"; {note}" if note else ""))
+
+
+class ProgressBar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar showing only `shown` of the logged figures ("all" or None: every one).
+
+    Every figure still reaches the other callbacks (TensorBoard, CSVLogger); this filters what
+    is printed, so that an epoch's line stays readable in a narrow terminal.
+    """
+
+    def __init__(self, shown=("loss", "elbo", "val_accuracy")):
+        super().__init__()
+        self.shown = None if shown in (None, "all", ("all",)) else tuple(shown)
+
+    def _filter(self, logs):
+        if self.shown is None or logs is None:
+            return logs
+        return {k: v for k, v in logs.items() if k in self.shown}
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, self._filter(logs))
+
+    def on_test_batch_end(self, batch, logs=None):
+        super().on_test_batch_end(batch, self._filter(logs))
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, self._filter(logs))
+
+    def on_test_end(self, logs=None):
+        super().on_test_end(self._filter(logs))

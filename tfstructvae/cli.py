@@ -8,14 +8,15 @@ import sys
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="mnist", help="named configuration (default: mnist)")
+    p.add_argument("--preset", default="mnist-best", help="named configuration (default: mnist-best)")
     p.add_argument("--data-dir", help="directory with the dataset's IDX or .npz files "
                    "(default: $TFSTRUCTVAE_DATA_DIR, known places, then a prepared TFDS copy)")
     p.add_argument("--output-dir", required=True, help="run directory to create")
     p.add_argument("--skip-checksum", action="store_true",
                    help="SVHN: do not check the .mat files against the official md5 sums")
     p.add_argument("--labels-per-class", type=int)
-    p.add_argument("--validation-size", type=int, help="examples held out of training for validation")
+    p.add_argument("--validation-size", type=int,
+                   help="examples held out of training to report a validation error (presets: 5000; 0: none)")
     p.add_argument("--supervision-mode", choices=("rate", "share"))
     p.add_argument("--supervision-rate", type=float, help="fraction of minibatches that are labelled")
     p.add_argument("--labelled-share", type=float, help="fraction of each minibatch that is labelled")
@@ -36,6 +37,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --output-dir")
     p.add_argument("--resume", action="store_true", help="continue the run in --output-dir")
     p.add_argument("--verbose", default="auto", help="Keras verbosity: auto, 0, 1 (bar), 2 (line/epoch)")
+    p.add_argument("--metrics", help="comma-separated figures the progress bar shows, or 'all' "
+                   "(default: loss,elbo,val_accuracy); every figure goes to TensorBoard and history.csv")
 
 
 def config_from_args(args):
@@ -62,6 +65,7 @@ def config_from_args(args):
         "train.steps_per_epoch": args.steps_per_epoch,
         "train.jit_compile": False if args.no_xla else None,
         "data.verify_checksum": False if args.skip_checksum else None,
+        "train.progress_metrics": tuple(args.metrics.split(",")) if args.metrics else None,
     }
     changes.update(parse_overrides(args.set))
     return cfg.override(**changes).validate()

@@ -40,19 +40,35 @@ from tfstructvae.networks import DeconvDecoder, SummedLinear, mlp, x_body
 tfd = tfp.distributions
 
 
-def metric_names(graph: LatentGraph) -> tuple[str, ...]:
-    """Every logged term, in order: the list behind Keras' logs, TensorBoard and history.csv."""
+def metric_names(graph: LatentGraph, training: bool = False) -> tuple[str, ...]:
+    """Every logged term, in order: the list behind Keras' logs, TensorBoard and history.csv.
+
+    In training the accuracy is measured on the labelled examples of each batch, which the
+    classifier soon fits, so it is logged as `labelled_accuracy`; `evaluate` and validation
+    log `accuracy` against every example's label.
+    """
     classifiers = graph.classifier_nodes
+    accuracy = "labelled_accuracy" if training else "accuracy"
     return ("loss", "elbo", "reconstruction",
             *(f"kl/{n.name}" for n in graph),
             *(f"log_q/{n.name}" for n in graph.labelled_nodes),
-            *(["accuracy"] if classifiers else []),
-            *(f"accuracy/{n.name}" for n in classifiers[1:]),
+            *([accuracy] if classifiers else []),
+            *(f"{accuracy}/{n.name}" for n in classifiers[1:]),
             "labelled_fraction", "entropy", "consistency")
 
 
+def _training_name(name: str) -> str:
+    return "labelled_" + name if name.startswith("accuracy") else name
+
+
+@keras.saving.register_keras_serializable(package="tfstructvae")
 class StructuredVAE(keras.Model):
-    """Semi-supervised VAE with a structured (graphical-model) encoder."""
+    """Semi-supervised VAE with a structured (graphical-model) encoder.
+
+    A registered Keras object: `model.save("m.keras")` and `keras.models.load_model("m.keras")`
+    round-trip the graph, the configuration and the weights; `model.export(path)` writes the
+    package's SavedModel with its serving signatures (export.py).
+    """
 
     def __init__(self, image_shape, latent_graph: LatentGraph | None = None,
                  model_config: ModelConfig = ModelConfig(),
@@ -131,6 +147,17 @@ class StructuredVAE(keras.Model):
         parts = Config.from_dict({"model": config["model"], "objective": config["objective"]})
         return cls(config["image_shape"], model_config=parts.model, objective_config=parts.objective,
                    seed=config.get("seed", 0), name=config.get("name", "structured_vae"))
+
+    def export(self, filepath, format="tf_saved_model", verbose=True, **kwargs):
+        """The package's SavedModel (classify, encode, encode_given_class, decode, reconstruct),
+        checked by reloading it; it serves with TensorFlow alone. Returns the reload check's differences."""
+        if format != "tf_saved_model":
+            raise ValueError(f"StructuredVAE exports format='tf_saved_model' only, got {format!r}")
+        from tfstructvae.export import describe, export_saved_model
+        diffs = export_saved_model(self, filepath, config_json=None, **kwargs)
+        if verbose:
+            print(f"Saved the serving signatures to {filepath}:\n{describe(filepath)}")
+        return diffs
 
     # ------------------------------------------------------------------ factors
 
@@ -422,7 +449,8 @@ class StructuredVAE(keras.Model):
             loss = tf.reduce_sum(loss_per_example) / global_batch
         grads = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
-        return self._update_trackers(terms, loss_per_example, labels)
+        logs = self._update_trackers(terms, loss_per_example, labels)
+        return {_training_name(k): v for k, v in logs.items()}
 
     def test_step(self, data):
         """Held-out metrics: the unlabelled bound on log p(x) and the accuracy of q(y|x) against the labels."""

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfstructvae.callbacks import StopOnNonFinite
+from tfstructvae.callbacks import ProgressBar, StopOnNonFinite
 from tfstructvae.checkpointing import CheckpointEvery, restore_latest
 from tfstructvae.config import Config, ConfigError
 from tfstructvae.data import (ImageDataset, LabelledSplit, epoch_steps, evaluation_pipeline, labelled_split, load_dataset,
@@ -159,7 +159,7 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
         _write_hparams(log_dir, cfg)
     guard = StopOnNonFinite()
     saver = CheckpointEvery(ckpt_dir, cfg.train.checkpoint_every_steps or steps)
-    cbs = [guard, saver,
+    cbs = [guard, saver, ProgressBar(cfg.train.progress_metrics),
            keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
            keras.callbacks.TensorBoard(log_dir, update_freq="epoch"),
            ImageSummaries(log_dir, data.x_test[:8].astype(np.float32) / 255.0),
