@@ -71,7 +71,8 @@ def test_cli_refuses_bad_input(tmp_path, capsys, monkeypatch, what, args, spoil,
     if spoil:
         spoil(str(data))
     out = tmp_path / "run"
-    argv = ["train", "--data-dir", str(data), "--output-dir", str(out), "--epochs", "1", *args]
+    argv = ["train", "--data-dir", str(data), "--output-dir", str(out), "--epochs", "1",
+            "--validation-size", "0", *args]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert re.search(message, err), err

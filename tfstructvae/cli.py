@@ -76,8 +76,9 @@ def export_run(run_dir: str, out_dir: str) -> dict:
     import shutil
     from tfstructvae.export import describe, export_saved_model
     from tfstructvae.rundir import RunDirError, load_run
-    if os.path.exists(out_dir) and os.listdir(out_dir):
-        raise RunDirError(f"{out_dir} exists and is not empty; choose a new directory")
+    if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
+        raise RunDirError(f"{out_dir} exists and is {'a file' if os.path.isfile(out_dir) else 'not empty'}; "
+                          "choose a new directory")
     cfg, model = load_run(run_dir)
     diffs = export_saved_model(model, out_dir, config_json=cfg.to_json())
     if os.path.isfile(os.path.join(run_dir, "metrics.json")):
@@ -160,6 +161,10 @@ def main(argv=None) -> int:
         return 130
     except (ConfigError, DataError, RunDirError, NonFiniteError) as e:
         print(f"tfstructvae {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:    # a path the user gave that cannot be read or written
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"tfstructvae {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0

@@ -85,6 +85,8 @@ class ModelConfig:
     # The latent graph as node dicts (graph.py, `LatentGraph.to_config()`); None: the paper's
     # q(y|x) q(z|x,y) with `num_classes` and `style_dim`.
     graph: tuple[dict, ...] | None = None
+    # (H, W, C) of the images, read from the data when training starts and recorded with the run.
+    image_shape: tuple[int, ...] | None = None
 
     def __post_init__(self):
         if self.graph is not None:   # canonical form, so a config compares equal after a JSON round trip
@@ -208,7 +210,7 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
         model = dict(d.get("model", {}))
-        for name in ("hidden_units", "classifier_units"):
+        for name in ("hidden_units", "classifier_units", "image_shape"):
             if model.get(name) is not None:
                 model[name] = tuple(model[name])
         train = dict(d.get("train", {}))

@@ -137,6 +137,7 @@ class StructuredVAE(keras.Model):
     def from_config(cls, config, image_shape=None):
         """Rebuild a model from a `Config` (and image shape) or from `get_config()`'s dict."""
         if isinstance(config, Config):
+            image_shape = image_shape or config.model.image_shape
             if image_shape is None:
                 from tfstructvae.data import IMAGE_SHAPES
                 if config.data.dataset not in IMAGE_SHAPES:

@@ -36,6 +36,8 @@ def write_json_atomic(path: str, obj) -> None:
 
 def check_run_dir(run_dir: str, overwrite: bool, resume: bool) -> bool:
     """Refuse to reuse a run directory unless asked; return whether it holds a run."""
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise RunDirError(f"{run_dir} is a file, not a directory; choose a new --output-dir")
     has_run = os.path.exists(os.path.join(run_dir, "config.json"))
     if has_run and not (overwrite or resume):
         raise RunDirError(f"{run_dir} already holds a run (config.json); pass --resume to continue "
@@ -49,10 +51,15 @@ def prepare_run_dir(run_dir: str, overwrite: bool) -> None:
     """Create (or, with overwrite, replace) the run directory; call once the inputs are valid."""
     if check_run_dir(run_dir, overwrite, resume=False) and overwrite:
         shutil.rmtree(run_dir)
-    os.makedirs(run_dir, exist_ok=True)
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(f"cannot create the run directory {run_dir}: {e.strerror}") from None
 
 
 def read_run_config(run_dir: str) -> Config:
+    if not os.path.isdir(run_dir):
+        raise RunDirError(f"{run_dir} is not a run directory ({'a file' if os.path.exists(run_dir) else 'it does not exist'})")
     path = os.path.join(run_dir, "config.json")
     if not os.path.isfile(path):
         raise RunDirError(f"{run_dir} holds no run: config.json is missing")

@@ -113,16 +113,34 @@ def node_labels(cfg: Config, data: ImageDataset, part: str, index=None, with_cla
     return labels
 
 
+def resolve_for_data(cfg: Config, data: ImageDataset) -> Config:
+    """What the data decides, written into the configuration that is saved with the run: the
+    image shape, the class count of the default graph, and a validation hold-out of at most a
+    tenth of the training set (so a small dataset still trains with a preset's 5,000)."""
+    changes = {"model.image_shape": data.image_shape,
+               "data.validation_size": min(cfg.data.validation_size, len(data.y_train) // 10)}
+    if cfg.model.image_shape is not None and tuple(cfg.model.image_shape) != data.image_shape:
+        raise ConfigError(f"model.image_shape={tuple(cfg.model.image_shape)} but {data.name} holds images of "
+                          f"shape {data.image_shape}")
+    if cfg.model.graph is None:
+        changes["model.num_classes"] = data.num_classes
+    graph = cfg.override(**changes).model.latent_graph()
+    if graph.classifier_nodes and graph.label.size != data.num_classes:
+        raise ConfigError(f"the graph's class node {graph.label.name!r} has {graph.label.size} values but "
+                          f"{data.name} has {data.num_classes} classes")
+    return cfg.override(**changes).validate()
+
+
 def prepare_training(cfg: Config, data: ImageDataset | None = None) -> Training:
-    """Load the data, draw the labelled split, count an epoch's steps, build and compile the model."""
+    """Load the data, draw the labelled split, count an epoch's steps, build and compile the model.
+
+    `cfg` is resolved against the data first (`resolve_for_data`); `Training.cfg` holds the result.
+    """
     cfg.validate()
     data = data if data is not None else load_data(cfg)
+    cfg = resolve_for_data(cfg, data)
     split = labelled_split(data.y_train, cfg.data.labels_per_class, data.num_classes,
                            cfg.data.label_seed, cfg.data.validation_size)
-    graph = cfg.model.latent_graph()
-    if graph.classifier_nodes and graph.label.size != data.num_classes:
-        raise ConfigError(f"model.num_classes={graph.label.size} (node {graph.label.name!r}) but {data.name} has "
-                          f"{data.num_classes} classes")
     if cfg.train.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(cfg.train.init_seed)
@@ -140,13 +158,13 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
     """Train `cfg` into `run_dir`, evaluate on the test set, write metrics.json; return the metrics."""
     start = time.time()
     check_run_dir(run_dir, overwrite, resume)
-    if resume:
-        if read_run_config(run_dir) != cfg:
-            raise ConfigError(f"--resume: the configuration differs from the one saved in {run_dir}; "
-                              "resume with the same settings (or none: they are read from the run)")
     cfg.validate()
     data = load_data(cfg)   # fail on bad data before touching the run directory
     run = prepare_training(cfg, data)   # refuses an impossible split or class count before the run dir is made
+    cfg = run.cfg
+    if resume and read_run_config(run_dir) != cfg:
+        raise ConfigError(f"--resume: the configuration differs from the one saved in {run_dir}; "
+                          "resume with the same settings (or none: they are read from the run)")
     if not resume:
         prepare_run_dir(run_dir, overwrite=overwrite)
         write_json_atomic(os.path.join(run_dir, "config.json"), cfg.to_dict())
@@ -212,7 +230,9 @@ def train_or_reuse(cfg: Config, run_dir: str) -> dict:
     done = os.path.join(run_dir, "metrics.json")
     if os.path.isfile(done):
         stored = read_run_config(run_dir).to_dict()
-        wanted = cfg.to_dict()
+        wanted = resolve_for_data(cfg, load_data(cfg)).to_dict()
+        if stored["model"]["image_shape"] is None:     # runs saved before shapes were recorded
+            stored["model"]["image_shape"] = wanted["model"]["image_shape"]
         stored["data"]["data_dir"] = wanted["data"]["data_dir"]     # where the files are is not a setting
         if stored == wanted:
             with open(done) as f:

@@ -114,8 +114,23 @@ def load_idx_dir(directory: str, name: str, num_classes: int = 10) -> ImageDatas
     return checked(ImageDataset(name, *arrays["train"], *arrays["test"], num_classes, directory))
 
 
-def load_npz(path: str, name: str, num_classes: int = 10) -> ImageDataset:
-    """A Keras-style `.npz` (x_train, y_train, x_test, y_test)."""
+def integral_labels(y: np.ndarray, where: str) -> np.ndarray:
+    """Labels as int64: integers, or floats that are whole numbers; anything else is refused."""
+    y = np.asarray(y).reshape(-1)
+    if np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_:
+        return y.astype(np.int64)
+    if not np.issubdtype(y.dtype, np.floating):
+        raise DataError(f"{where}: labels have dtype {y.dtype}; expected integers")
+    bad = y[~np.isfinite(y) | (y != np.round(y))]
+    if bad.size:
+        raise DataError(f"{where}: labels must be whole numbers; found {np.unique(bad)[:5].tolist()}"
+                        f"{' and more' if np.unique(bad).size > 5 else ''} (of dtype {y.dtype})")
+    return y.astype(np.int64)
+
+
+def load_npz(path: str, name: str, num_classes: int | None = 10) -> ImageDataset:
+    """A Keras-style `.npz` (x_train, y_train, x_test, y_test); `num_classes=None` reads the class
+    count from the labels (max + 1) and refuses a class without a training example."""
     try:
         with np.load(path) as f:
             missing = {"x_train", "y_train", "x_test", "y_test"} - set(f.files)
@@ -134,8 +149,17 @@ def load_npz(path: str, name: str, num_classes: int = 10) -> ImageDataset:
             raise
         raise DataError(f"{path}: cannot be read as .npz ({e}); truncated or corrupt") from e
     x_train, x_test = (_as_nhwc_uint8(arrays[k], path, k) for k in ("x_train", "x_test"))
-    return checked(ImageDataset(name, x_train, arrays["y_train"].reshape(-1).astype(np.int64),
-                                x_test, arrays["y_test"].reshape(-1).astype(np.int64),
+    y_train, y_test = (integral_labels(arrays[k], f"{path}: {k}") for k in ("y_train", "y_test"))
+    if num_classes is None:
+        if y_train.size and y_train.min() < 0:
+            raise DataError(f"{path}: y_train labels span [{y_train.min()}, {y_train.max()}]; expected integers >= 0")
+        num_classes = int(y_train.max()) + 1 if y_train.size else 0
+        absent = sorted(set(range(num_classes)) - set(np.unique(y_train).tolist()))
+        if num_classes < 2 or absent:
+            raise DataError(f"{path}: classes are read as 0..{num_classes - 1} from y_train, but "
+                            + (f"classes {absent[:10]} have no training example" if absent else "that is one class")
+                            + "; labels must number the classes 0..K-1, each with examples")
+    return checked(ImageDataset(name, x_train, y_train, x_test, y_test,
                                 num_classes, path, node_train, node_test))
 
 
@@ -167,7 +191,10 @@ def _as_nhwc_uint8(x: np.ndarray, where: str, key: str) -> np.ndarray:
     if x.dtype == np.uint8:
         return x
     if np.issubdtype(x.dtype, np.floating):
-        if x.size and (np.nanmin(x) < 0 or np.nanmax(x) > 1 or np.isnan(x).any()):
+        if x.size and not np.isfinite(x).all():
+            raise DataError(f"{where}: {key} holds {int(np.isnan(x).sum())} NaN and {int(np.isinf(x).sum())} "
+                            "infinite pixel values; expected finite pixels")
+        if x.size and (x.min() < 0 or x.max() > 1):
             raise DataError(f"{where}: {key} holds floats outside [0, 1]; expected uint8 pixels "
                             "or floats in [0, 1]")
         return np.round(x * 255).astype(np.uint8)

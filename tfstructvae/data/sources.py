@@ -35,17 +35,24 @@ def candidate_dirs(name: str, data_dir: str | None) -> list[str]:
 
 def load_dataset(name: str = "mnist", data_dir: str | None = None, source: str = "auto",
                  download: bool = False, verify_checksum: bool = True, use_extra: bool = False) -> ImageDataset:
-    """Load `name` from IDX, .npz or (SVHN) .mat files, or from TFDS.
+    """Load `name` from IDX, .npz or (SVHN) .mat files, or from TFDS; or, when `data_dir` is a
+    `.npz` file, that file whatever its image shape and class count.
 
     source: "auto" (files, then a prepared TFDS copy), "files", or "tfds".
     download: let TFDS download when no prepared copy exists (needs network).
     verify_checksum, use_extra: SVHN only (official md5 sums; add extra_32x32.mat to train).
     """
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
+    if name not in DATASETS and not (data_dir and os.path.isfile(data_dir)):
+        raise DataError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}, or a .npz file as data_dir")
     if source not in ("auto", "files", "tfds"):
         raise DataError(f"unknown data source {source!r}; expected 'auto', 'files' or 'tfds'")
     tfds_name, npz_names, _ = DATASETS[name]
+    if data_dir and os.path.isfile(data_dir):
+        if not data_dir.endswith(".npz"):
+            raise DataError(f"--data-dir {data_dir!r} is a file but not a .npz; give a directory of IDX or "
+                            ".npz files, or a Keras-style .npz file (x_train, y_train, x_test, y_test)")
+        # the user's own data: its shape and class count are read from the file
+        return load_npz(data_dir, os.path.splitext(os.path.basename(data_dir))[0], num_classes=None)
     if data_dir and not os.path.isdir(data_dir):
         raise DataError(f"data directory {data_dir!r} does not exist")
     looked = []
