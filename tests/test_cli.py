@@ -175,3 +175,22 @@ def test_analogies_and_style_grid_commands(trained_run, tmp_path, mnist_dir, sou
     result = run_cli("style-grid", model, "--out", grid, "--steps", "5")
     assert result.returncode == 0, result.stderr[-3000:]
     assert tf.io.decode_png(tf.io.read_file(grid)).shape[-1] == 1
+
+
+def test_the_shipped_model_serves_without_the_package_and_classifies_well(tmp_path, mnist):
+    import numpy as np
+    shipped = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models", "mnist-l10")
+    x = (mnist.x_test[:200] / 255.0).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    script = tmp_path / "serve.py"
+    script.write_text(SERVE.replace("import tensorflow as tf\n", "import tensorflow as tf\n"
+                                    "assert 'tensorflow_probability' not in sys.modules\n", 1))
+    served = subprocess.run([sys.executable, str(script), shipped, str(tmp_path / "x.npy")], capture_output=True,
+                            text=True, timeout=300, cwd=str(tmp_path),
+                            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert served.returncode == 0, served.stderr[-3000:]
+    got = json.loads(served.stdout.strip().splitlines()[-1])
+    accuracy = (np.argmax(got["classify"], -1) == mnist.y_test[:200]).mean()
+    assert accuracy > 0.95 and got["decode"] == [2, 28, 28, 1]
+    metrics = json.load(open(os.path.join(shipped, "metrics.json")))
+    assert metrics["preset"] == "mnist-best" and metrics["test_error"] < 0.03

@@ -51,7 +51,7 @@ def test_impossible_models_are_refused():
     with pytest.raises(GraphError, match=r"enumerating \{'a': 40, 'b': 40\} takes 1600 rows.*max_enumeration_rows"):
         small(big)
     assert small(big, max_enumeration_rows=1600).estimators["b"].rows.shape == (1600, 1, 40)
-    with pytest.raises(GraphError, match="consistency regulariser needs a labelled categorical node"):
+    with pytest.raises(GraphError, match="consistency regularisers need a labelled categorical node"):
         small(LatentGraph(Normal("a", 2), Categorical("y", 3, parents=("a",), labelled=True)),
               consistency_weight=1.0)
     with pytest.raises(ConfigError, match="model.graph: node 'y': unknown family 'poisson'"):
@@ -261,7 +261,8 @@ def test_every_estimator_mix_trains_compiled_and_traced_once(mnist, mix):
     ds = tf.data.Dataset.from_tensor_slices((x, labels)).repeat().batch(batch, drop_remainder=True)
     model = StructuredVAE((28, 28, 1), graph, model_config=ModelConfig(hidden_units=(32,)),
                           objective_config=ObjectiveConfig(estimator="plugin", consistency_weight=1.0,
-                                                           entropy_weight=1.0, alpha=10.0))
+                                                           entropy_weight=1.0, alpha=10.0, augment_weight=1.0,
+                                                           augment_flip=True))
     model.compile(optimizer="adam", jit_compile=True)
     model.optimizer.build(model.trainable_variables)
     traces = []
@@ -276,7 +277,7 @@ def test_every_estimator_mix_trains_compiled_and_traced_once(mnist, mix):
     assert model.jit_compile is True and len(traces) == 1
     for node in graph:
         assert np.all(np.isfinite(history[f"kl/{node.name}"])), node.name
-    for name in ("loss", "elbo", "reconstruction", "labelled_accuracy", "consistency"):
+    for name in ("loss", "elbo", "reconstruction", "labelled_accuracy", "consistency", "augment"):
         assert np.all(np.isfinite(history[name])), name
     assert all(f"log_q/{n.name}" in history for n in graph.labelled_nodes)
 

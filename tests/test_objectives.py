@@ -143,3 +143,17 @@ def test_wrong_image_shape_and_dtype_are_refused():
         model.classify(tf.zeros([2, 32, 32, 3]))
     with pytest.raises(TypeError, match="float32"):
         model.classify(tf.zeros([2, 28, 28, 1], tf.uint8))
+
+
+def test_random_shift_and_flip_moves_each_image_by_its_own_offset():
+    x = np.zeros((64, 9, 9, 1), np.float32)
+    x[:, 4, 2, 0] = 1.0                                             # one bright pixel, left of centre
+    seed = tf.constant([5, 6], tf.int32)
+    np.testing.assert_array_equal(objectives.random_shift_and_flip(x, seed, 0, False).numpy(), x)
+    moved = objectives.random_shift_and_flip(x, seed, 2, False).numpy()
+    rows, cols = np.nonzero(moved[..., 0].reshape(64, -1))[1] // 9, np.nonzero(moved[..., 0].reshape(64, -1))[1] % 9
+    assert moved.sum() == 64 and set(rows - 4) <= set(range(-2, 3)) and set(cols - 2) <= set(range(-2, 3))
+    assert len(set(zip(rows, cols))) > 10                           # offsets differ from image to image
+    flipped = objectives.random_shift_and_flip(x, seed, 0, True).numpy()
+    where = np.argmax(flipped[:, 4, :, 0], axis=1)
+    assert set(where) == {2, 6} and 10 < (where == 6).sum() < 54     # mirrored about half the time

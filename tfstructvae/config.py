@@ -137,6 +137,10 @@ class ObjectiveConfig:
     consistency_weight: float = 0.0
     consistency_epsilon: float = 2.0   # L2 radius of the adversarial perturbation
     consistency_xi: float = 10.0       # finite-difference step of the power iteration
+    # Consistency of q(y|x) under random shifts (and flips, for data whose classes are mirror-symmetric).
+    augment_weight: float = 0.0
+    augment_shift: int = 2
+    augment_flip: bool = False
     kl_warmup_steps: int = 0
     # Relaxed (Concrete) nodes: the temperature, annealed exponentially from `temperature_start`
     # over `temperature_anneal_steps` when those are set (Jang et al. 2017).
@@ -150,7 +154,7 @@ class ObjectiveConfig:
         if self.estimator not in ESTIMATORS:
             raise ConfigError(f"unknown estimator {self.estimator!r}; expected one of {ESTIMATORS}")
         for name in ("alpha", "entropy_weight", "consistency_weight", "consistency_epsilon",
-                     "consistency_xi"):
+                     "consistency_xi", "augment_weight", "augment_shift"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.kl_warmup_steps < 0:

@@ -54,7 +54,7 @@ def metric_names(graph: LatentGraph, training: bool = False) -> tuple[str, ...]:
             *(f"log_q/{n.name}" for n in graph.labelled_nodes),
             *([accuracy] if classifiers else []),
             *(f"{accuracy}/{n.name}" for n in classifiers[1:]),
-            "labelled_fraction", "entropy", "consistency")
+            "labelled_fraction", "entropy", "consistency", "augment")
 
 
 def _training_name(name: str) -> str:
@@ -93,8 +93,8 @@ class StructuredVAE(keras.Model):
         # Regularisers on q(y|x) (entropy, consistency) apply to labelled categorical nodes; the
         # consistency term perturbs x, so it needs nodes that depend on x alone.
         self.regularised = [n for n in graph.classifier_nodes if not n.parents]
-        if objective_config.consistency_weight and not self.regularised:
-            raise GraphError("the consistency regulariser needs a labelled categorical node q(y|x) that "
+        if (objective_config.consistency_weight or objective_config.augment_weight) and not self.regularised:
+            raise GraphError("the consistency regularisers need a labelled categorical node q(y|x) that "
                              "depends on x alone; this graph's are "
                              f"{[(n.name, n.parents) for n in graph.classifier_nodes]}")
 
@@ -389,6 +389,14 @@ class StructuredVAE(keras.Model):
                     x, per_node[node.name][0].logits_parameter(), self._sample_seed(),
                     self.objective_config.consistency_epsilon, self.objective_config.consistency_xi)
                 for node in self.regularised])
+        cfg = self.objective_config
+        if cfg.augment_weight and training:
+            terms["augment"] = tf.add_n([
+                objectives.augmentation_kl(
+                    lambda xp, n=node.name: self.q_node(n, xp, [], training).logits_parameter(),
+                    x, per_node[node.name][0].logits_parameter(), self._sample_seed(),
+                    cfg.augment_shift, cfg.augment_flip)
+                for node in self.regularised])
         return terms
 
     def _unlabelled_entropy(self, per_node, weights):
@@ -432,8 +440,9 @@ class StructuredVAE(keras.Model):
                 correct, sample_weight=tf.cast(y >= 0, tf.float32))
         t["labelled_fraction"].update_state(terms["labelled"])
         t["entropy"].update_state(terms["entropy"], sample_weight=1.0 - terms["labelled"])
-        if "consistency" in terms:
-            t["consistency"].update_state(terms["consistency"])
+        for name in ("consistency", "augment"):
+            if name in terms:
+                t[name].update_state(terms[name])
         return {name: m.result() for name, m in t.items()}
 
     def train_step(self, data):
@@ -443,7 +452,7 @@ class StructuredVAE(keras.Model):
             terms = self.objective_terms(x, labels, training=True)
             beta = objectives.kl_warmup(self.optimizer.iterations, cfg.kl_warmup_steps)
             loss_per_example = objectives.per_example_loss(
-                terms, self.alphas(), beta, cfg.entropy_weight, cfg.consistency_weight)   # (B,)
+                terms, self.alphas(), beta, cfg.entropy_weight, cfg.consistency_weight, cfg.augment_weight)   # (B,)
             # Sum over the global batch so gradients do not depend on the replica count.
             global_batch = tf.cast(tf.shape(x)[0], tf.float32) * \
                 tf.distribute.get_strategy().num_replicas_in_sync

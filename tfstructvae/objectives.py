@@ -33,6 +33,7 @@ The training loss per example (minimised) is
              - sum_n alpha_n * [n observed on i] * log q(n = value_i | x_i, parents)   supervised
              + entropy_weight * sum_c [c unobserved on i] * H(q(c | x_i))             optional
              + consistency_weight * sum_c KL(q(c|x_i) || q(c|x_i + r_adv))            optional
+             + augment_weight * sum_c KL(q(c|x_i) || q(c|t(x_i)))                     optional
 
 (c: the labelled categorical nodes) and a step minimises the mean of loss_i over
 the minibatch (sum / global batch under tf.distribute). So `alpha_n` (a node's
@@ -47,7 +48,10 @@ them off). Entropy minimisation (Grandvalet & Bengio 2005) counters the
 +H(q(y|x)) inside U(x) that otherwise rewards an undecided classifier on
 unlabelled data. The consistency term is virtual adversarial training (Miyato
 et al. 2018): the KL between q(y|x) and q(y|x + r) for the perturbation r of
-L2 norm `epsilon` that changes q(y|x) most, found by one power iteration.
+L2 norm `epsilon` that changes q(y|x) most, found by one power iteration. The
+augmentation term asks the same of a random transformation t: a shift of up to
+`augment_shift` pixels each way and, where the data allow it (clothes, faces;
+not digits), a horizontal flip (Laine & Aila 2017; Xie et al. 2020).
 """
 
 from __future__ import annotations
@@ -87,7 +91,32 @@ def virtual_adversarial_kl(logits_fn, x, logits, seed, epsilon, xi=10.0):
     return tfd.kl_divergence(target, tfd.Categorical(logits=logits_fn(x + r_adv)))
 
 
-def per_example_loss(terms: dict, alphas: dict, beta=1.0, entropy_weight=0.0, consistency_weight=0.0):
+def random_shift_and_flip(x, seed, max_shift: int, flip: bool):
+    """Each image shifted by its own offset in [-max_shift, max_shift]^2 (zero fill) and, with
+    `flip`, mirrored left-right with probability 1/2. (B, H, W, C) -> (B, H, W, C)"""
+    x = tf.convert_to_tensor(x)
+    b, h, w = tf.shape(x)[0], x.shape[1], x.shape[2]
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    if max_shift:
+        offsets = tf.random.stateless_uniform([b, 2], seeds[0], 0, 2 * max_shift + 1, dtype=tf.int32)
+        padded = tf.pad(x, [[0, 0], [max_shift, max_shift], [max_shift, max_shift], [0, 0]])
+        rows = offsets[:, :1] + tf.range(h)[None]                                   # (B, H)
+        cols = offsets[:, 1:] + tf.range(w)[None]                                   # (B, W)
+        x = tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
+    if flip:
+        mirror = tf.random.stateless_uniform([b], seeds[1]) < 0.5
+        x = tf.where(mirror[:, None, None, None], tf.reverse(x, axis=[2]), x)
+    return x
+
+
+def augmentation_kl(logits_fn, x, logits, seed, max_shift: int = 2, flip: bool = False):
+    """KL(q(y|x) || q(y|t(x))) for a random shift (and flip) t, the target held fixed. (B,)"""
+    target = tfd.Categorical(logits=tf.stop_gradient(logits))
+    return tfd.kl_divergence(target, tfd.Categorical(logits=logits_fn(random_shift_and_flip(x, seed, max_shift, flip))))
+
+
+def per_example_loss(terms: dict, alphas: dict, beta=1.0, entropy_weight=0.0, consistency_weight=0.0,
+                     augment_weight=0.0):
     """The minimised loss per example from the terms above (see module docstring). (B,)
 
     `alphas`: {labelled node: weight of its log q term}.
@@ -100,6 +129,8 @@ def per_example_loss(terms: dict, alphas: dict, beta=1.0, entropy_weight=0.0, co
         loss += entropy_weight * terms["entropy"]
     if consistency_weight:
         loss += consistency_weight * terms["consistency"]
+    if augment_weight:
+        loss += augment_weight * terms["augment"]
     return loss
 
 
