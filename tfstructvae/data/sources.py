@@ -6,10 +6,11 @@ import os
 
 from tfstructvae.data.formats import DataError, ImageDataset, load_idx_dir, load_npz, load_tfds
 from tfstructvae.data.svhn import load_svhn_dir
+from tfstructvae.data.yaleb import ARCHIVE as YALEB_ARCHIVE, find_yaleb, load_yaleb
 
 ENV_VAR = "TFSTRUCTVAE_DATA_DIR"
 
-IMAGE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "svhn": (32, 32, 3)}
+IMAGE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "svhn": (32, 32, 3), "yaleb": (24, 24, 1)}
 
 # name -> (TFDS name, Keras .npz file names, system directories that may hold IDX files)
 DATASETS = {
@@ -17,6 +18,7 @@ DATASETS = {
     "fashion_mnist": ("fashion_mnist", ("fashion-mnist.npz", "fashion_mnist.npz"),
                       ("/usr/share/datasets/fashion-mnist",)),
     "svhn": ("svhn_cropped", (), ()),
+    "yaleb": (None, (), ()),
 }
 
 
@@ -61,14 +63,18 @@ def load_dataset(name: str = "mnist", data_dir: str | None = None, source: str =
             if not os.path.isdir(d):
                 continue
             looked.append(d)
-            ds = (load_svhn_dir(d, verify_checksum, use_extra) if name == "svhn" else load_idx_dir(d, name))
+            if name == "yaleb":
+                found = find_yaleb(d)
+                ds = load_yaleb(found) if found else None
+            else:
+                ds = (load_svhn_dir(d, verify_checksum, use_extra) if name == "svhn" else load_idx_dir(d, name))
             if ds is not None:
                 return ds
             for npz in npz_names:
                 if os.path.isfile(os.path.join(d, npz)):
                     return load_npz(os.path.join(d, npz), name)
     tfds_error = None
-    if source in ("auto", "tfds"):
+    if source in ("auto", "tfds") and tfds_name:
         try:
             return load_tfds(tfds_name, data_dir=data_dir if source == "tfds" else None,
                              download=download)
@@ -80,6 +86,7 @@ def load_dataset(name: str = "mnist", data_dir: str | None = None, source: str =
         f"no {name} data found. Looked in: {', '.join(looked) or '(no existing directory)'}"
         f"{' (of ' + ', '.join(candidate_dirs(name, data_dir)) + ')' if not data_dir else ''}. "
         + ("Expected train_32x32.mat and test_32x32.mat (SVHN cropped digits); " if name == "svhn" else
+           f"Expected {YALEB_ARCHIVE} or its extracted CroppedYale24/ folder; " if name == "yaleb" else
            "Expected the IDX files train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
            f"t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz] or {' / '.join(npz_names)}; ") +
         f"pass --data-dir or set ${ENV_VAR}."
