@@ -81,6 +81,7 @@ def test_a_graph_with_a_supervised_real_factor_trains_from_npz_and_resumes(tmp_p
     run = tmp_path / "run"
     metrics = train_and_evaluate(cfg, str(run), verbose=0)
     assert np.isfinite(metrics["test_kl/slant"]) and 0.0 <= metrics["test_error"] <= 1.0
+    assert metrics["test_r2/slant"] <= 1.0 and metrics["test_rmse/slant"] > 0     # on the ~20% of test images with a slant
     with open(run / "history.csv") as f:
         header = next(csv.reader(f))
     assert {"kl/slant", "log_q/slant", "log_q/y", "kl/z", "labelled_accuracy"} <= set(header)
@@ -93,3 +94,32 @@ def test_a_graph_with_a_supervised_real_factor_trains_from_npz_and_resumes(tmp_p
                                                 {**graph[2], "parents": ["y", "width"]})})
     with pytest.raises(ConfigError, match=r"labelled nodes \['width'\] have no labels"):
         train_and_evaluate(no_labels, str(tmp_path / "run2"), verbose=0)
+
+
+def test_digit_pairs_are_deterministic_and_right_labels_follow_the_split(mnist):
+    from tfstructvae.data.pairs import digit_pairs, mnist_pairs
+    from tfstructvae.train import Training, node_labels
+    x, left, right = digit_pairs(mnist.x_test[:100], mnist.y_test[:100], 50, seed=3)
+    again = digit_pairs(mnist.x_test[:100], mnist.y_test[:100], 50, seed=3)
+    assert x.shape == (50, 28, 56, 1) and np.array_equal(x, again[0]) and np.array_equal(right, again[2])
+    rng = np.random.default_rng(3)
+    li, ri = rng.integers(0, 100, 50), rng.integers(0, 100, 50)       # the documented draw
+    np.testing.assert_array_equal(x[:, :, :28], mnist.x_test[li])
+    np.testing.assert_array_equal(x[:, :, 28:], mnist.x_test[ri])
+    assert np.array_equal(left, mnist.y_test[li]) and np.array_equal(right, mnist.y_test[ri])
+    pairs = mnist_pairs(mnist, n_train=300, n_test=40)
+    assert pairs.image_shape == (28, 56, 1) and set(pairs.node_labels_test) == {"right"}
+    graph = ({"family": "categorical", "name": "left", "size": 10, "labelled": True},
+             {"family": "categorical", "name": "right", "size": 10, "labelled": True},
+             {"family": "normal", "name": "style", "size": 2, "parents": ["left", "right"]})
+    for mode, expect_right_outside in (("all", True), ("labelled", False)):
+        cfg = Config(data=DataConfig(labels_per_class=2, batch_size=20, node_labels=mode),
+                     model=ModelConfig(hidden_units=(8,), graph=graph)).validate()
+        from tfstructvae.data import labelled_split
+        split = labelled_split(pairs.y_train, 2, 10, 0)
+        run = Training(cfg, pairs, split, 1, None, None)
+        _, batch = next(iter(run.pipeline().take(1)))
+        outside = batch["left"].numpy() < 0
+        assert (batch["right"].numpy()[outside] >= 0).all() == expect_right_outside
+        assert (batch["right"].numpy()[~outside] >= 0).all()
+    assert set(node_labels(cfg, pairs, "test")) == {"left", "right"}

@@ -36,6 +36,9 @@ class DataConfig:
     batch_size: int = 100
     label_seed: int = 0   # which examples are labelled
     data_seed: int = 0    # order of the minibatches
+    # Labels of the graph's other labelled nodes: "all" keeps them wherever the data has them,
+    # "labelled" only on the labelled split (the examples that carry the class label).
+    node_labels: str = "all"
     verify_checksum: bool = True   # SVHN: check the official files' md5 sums
     use_extra: bool = False        # SVHN: add extra_32x32.mat to the training pool
 
@@ -46,6 +49,8 @@ class DataConfig:
             raise ConfigError(f"validation_size must be >= 0, got {self.validation_size}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.node_labels not in ("all", "labelled"):
+            raise ConfigError(f"unknown node_labels {self.node_labels!r}; expected 'all' or 'labelled'")
         if self.supervision_mode not in SUPERVISION_MODES:
             raise ConfigError(
                 f"unknown supervision_mode {self.supervision_mode!r}; expected one of {SUPERVISION_MODES}")

@@ -19,6 +19,7 @@ import tensorflow as tf
 from tfstructvae.callbacks import ProgressBar, StopOnNonFinite
 from tfstructvae.checkpointing import CheckpointEvery, restore_latest
 from tfstructvae.config import Config, ConfigError
+from tfstructvae.data.pipeline import missing_labels
 from tfstructvae.data import (ImageDataset, LabelledSplit, epoch_steps, evaluation_pipeline, labelled_split, load_dataset,
                               training_pipeline)
 from tfstructvae.model import StructuredVAE
@@ -82,6 +83,8 @@ class Training:
         x, split = self.data.x_train, self.split
         labelled = node_labels(self.cfg, self.data, "train", split.labelled)
         unlabelled = node_labels(self.cfg, self.data, "train", split.unlabelled, with_class=False)
+        if isinstance(unlabelled, dict) and self.cfg.data.node_labels == "labelled":
+            unlabelled = {k: missing_labels(np.asarray(v), len(v)) for k, v in unlabelled.items()}
         ds, _ = training_pipeline(x[split.unlabelled], x[split.labelled], labelled, self.cfg.data,
                                   start_step=start_step, num_classes=self.data.num_classes,
                                   y_unlabelled=unlabelled if isinstance(labelled, dict) else None)
@@ -250,8 +253,33 @@ def evaluate_model(model: StructuredVAE, data: ImageDataset, cfg: Config) -> dic
         "test_elbo": float(results["elbo"]),
         "test_reconstruction": float(results["reconstruction"]),
         **{f"test_{k}": float(v) for k, v in results.items() if k.startswith(("kl/", "accuracy/"))},
+        **continuous_node_metrics(model, data.x_test, node_labels(cfg, data, "test")),
         "test_examples": int(len(data.y_test)),
     }
+
+
+def continuous_node_metrics(model: StructuredVAE, x: np.ndarray, labels, batch_size: int = EVAL_BATCH) -> dict:
+    """R^2 and RMSE of the posterior mean of every labelled Normal node against its labels,
+    on the examples that carry one: `test_r2/<node>`, `test_rmse/<node>`."""
+    nodes = [n.name for n in model.latent_graph.labelled_nodes if n.family == "normal"]
+    if not nodes or not isinstance(labels, dict):
+        return {}
+    means = {n: [] for n in nodes}
+    for start in range(0, len(x), batch_size):
+        q = model.encode((x[start:start + batch_size] / 255.0).astype(np.float32))
+        for n in nodes:
+            means[n].append(q[n].mean().numpy())
+    out = {}
+    for n in nodes:
+        truth = np.asarray(labels[n], np.float64).reshape(len(x), -1)
+        guess = np.concatenate(means[n]).reshape(len(x), -1)
+        known = ~np.isnan(truth).any(axis=1)
+        if known.sum() < 2:
+            continue
+        t, g = truth[known], guess[known]
+        out[f"test_r2/{n}"] = float(1.0 - ((t - g) ** 2).sum() / ((t - t.mean(0)) ** 2).sum())
+        out[f"test_rmse/{n}"] = float(np.sqrt(((t - g) ** 2).mean()))
+    return out
 
 
 def evaluate_run(run_dir: str, data_dir: str | None = None) -> dict:

@@ -10,7 +10,8 @@ from tfstructvae.data.yaleb import ARCHIVE as YALEB_ARCHIVE, find_yaleb, load_ya
 
 ENV_VAR = "TFSTRUCTVAE_DATA_DIR"
 
-IMAGE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "svhn": (32, 32, 3), "yaleb": (24, 24, 1)}
+IMAGE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "svhn": (32, 32, 3), "yaleb": (24, 24, 1),
+                "mnist_pairs": (28, 56, 1)}
 
 # name -> (TFDS name, Keras .npz file names, system directories that may hold IDX files)
 DATASETS = {
@@ -44,6 +45,9 @@ def load_dataset(name: str = "mnist", data_dir: str | None = None, source: str =
     download: let TFDS download when no prepared copy exists (needs network).
     verify_checksum, use_extra: SVHN only (official md5 sums; add extra_32x32.mat to train).
     """
+    if name == "mnist_pairs":   # built from the MNIST files wherever they are found
+        from tfstructvae.data.pairs import mnist_pairs
+        return mnist_pairs(load_dataset("mnist", data_dir, source, download))
     if name not in DATASETS and not (data_dir and os.path.isfile(data_dir)):
         raise DataError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}, or a .npz file as data_dir")
     if source not in ("auto", "files", "tfds"):
