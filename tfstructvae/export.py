@@ -19,7 +19,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tfstructvae.model import StructuredVAE
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # model.export() calls this module: no import at run time
+    from tfstructvae.model import StructuredVAE
 
 
 class ServingModule(tf.Module):
