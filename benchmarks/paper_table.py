@@ -75,7 +75,7 @@ def main(argv=None) -> int:
             for seed in seeds:
                 cfg = get_preset(preset).override(**{
                     "data.data_dir": args.data_dir, "data.validation_size": 0,  # the papers train on all of it
-                    "data.labels_per_class": l, "data.label_seed": seed,
+                "data.labels_per_class": l, "data.label_seed": seed,
                     "data.data_seed": seed, "train.init_seed": seed, "train.epochs": args.epochs,
                     "train.steps_per_epoch": args.steps_per_epoch})
                 run_dir = os.path.join(args.runs_dir + ("-quick" if args.quick else ""), f"{preset}-l{l}-s{seed}")

@@ -59,7 +59,7 @@ def main(argv=None) -> int:
         for r in [float(v) for v in args.rates.split(",")]:
             cfg = get_preset(args.preset).override(**{
                 "data.data_dir": args.data_dir, "data.validation_size": 0,  # the papers train on all of it
-                    "data.labels_per_class": l, "data.supervision_mode": "rate",
+                "data.labels_per_class": l, "data.supervision_mode": "rate",
                 "data.supervision_rate": r, "data.label_seed": args.seed, "data.data_seed": args.seed,
                 "train.init_seed": args.seed, "train.epochs": args.epochs,
                 "train.steps_per_epoch": args.steps_per_epoch, **parse_overrides(args.set)})
@@ -67,8 +67,10 @@ def main(argv=None) -> int:
             metrics = train_or_reuse(cfg, run_dir)
             rows.append({"preset": args.preset, "labels_per_class": l, "supervision_rate": r,
                          "seed": args.seed, "test_error": metrics["test_error"], "epochs": metrics["epochs"],
+                         "test_cluster_error": metrics.get("test_cluster_error"),
                          "wall_time_s": metrics["wall_time_s"]})
             print(f"l={l:<4d} r={r:<5g} test error {100 * metrics['test_error']:.2f}%  "
+                  f"(clusters matched to classes: {100 * metrics.get('test_cluster_error', float('nan')):.2f}%)  "
                   f"({metrics['wall_time_s']:.0f} s)", flush=True)
             write_json_atomic(args.out, {"runs": rows, "command": " ".join(
                 ["python", "benchmarks/supervision_rate.py", *(argv or sys.argv[1:])])})

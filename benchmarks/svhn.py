@@ -42,7 +42,7 @@ def main(argv=None) -> int:
         for seed in [int(v) for v in args.seeds.split(",")]:
             cfg = get_preset(args.preset).override(**{
                 "data.data_dir": args.data_dir, "data.validation_size": 0,  # the papers train on all of it
-                    "data.labels_per_class": l, "data.label_seed": seed,
+                "data.labels_per_class": l, "data.label_seed": seed,
                 "data.data_seed": seed, "train.init_seed": seed, "train.epochs": args.epochs,
                 "train.steps_per_epoch": args.steps_per_epoch,
                 "data.verify_checksum": False if args.skip_checksum else None})

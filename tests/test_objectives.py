@@ -157,3 +157,10 @@ def test_random_shift_and_flip_moves_each_image_by_its_own_offset():
     flipped = objectives.random_shift_and_flip(x, seed, 0, True).numpy()
     where = np.argmax(flipped[:, 4, :, 0], axis=1)
     assert set(where) == {2, 6} and 10 < (where == 6).sum() < 54     # mirrored about half the time
+
+
+def test_cluster_error_matches_clusters_to_classes_one_to_one():
+    from tfstructvae.train import cluster_error
+    labels = np.array([0, 0, 1, 1, 2, 2, 2])
+    assert cluster_error(np.array([2, 2, 0, 0, 1, 1, 1]), labels, 3) == 0.0          # a relabelling
+    assert cluster_error(np.array([1, 1, 1, 1, 0, 0, 2]), labels, 3) == pytest.approx(3 / 7)

@@ -255,7 +255,19 @@ def evaluate_model(model: StructuredVAE, data: ImageDataset, cfg: Config) -> dic
         **{f"test_{k}": float(v) for k, v in results.items() if k.startswith(("kl/", "accuracy/"))},
         **continuous_node_metrics(model, data.x_test, node_labels(cfg, data, "test")),
         "test_examples": int(len(data.y_test)),
-    }
+    } | ({"test_cluster_error": cluster_error(predict_labels(model, data.x_test), data.y_test, data.num_classes)}
+         if model.label_node is not None else {})
+
+
+def cluster_error(predicted: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
+    """Error after the best one-to-one matching of predicted clusters to classes (Hungarian):
+    the figure that means something for an unsupervised run (r = 0), whose cluster indices are
+    arbitrary; a supervised run's is at most its test error."""
+    from scipy.optimize import linear_sum_assignment
+    counts = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(counts, (predicted, labels), 1)                              # (cluster, class)
+    rows, cols = linear_sum_assignment(-counts)
+    return 1.0 - counts[rows, cols].sum() / len(labels)
 
 
 def continuous_node_metrics(model: StructuredVAE, x: np.ndarray, labels, batch_size: int = EVAL_BATCH) -> dict:
