@@ -194,3 +194,13 @@ def test_the_shipped_model_serves_without_the_package_and_classifies_well(tmp_pa
     assert accuracy > 0.95 and got["decode"] == [2, 28, 28, 1]
     metrics = json.load(open(os.path.join(shipped, "metrics.json")))
     assert metrics["preset"] == "mnist-best" and metrics["test_error"] < 0.03
+
+
+def test_two_digit_example_runs_in_smoke_mode(mnist_dir):
+    script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples", "two_digits.py")
+    result = subprocess.run([sys.executable, script, "--data-dir", mnist_dir, "--smoke"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    errors = [float(ln.split(":")[1].strip(" %")) for ln in result.stdout.splitlines() if "digit test error" in ln]
+    assert len(errors) == 2 and all(0 <= e <= 100 for e in errors)
+    assert "right digit swapped 0..9, image shape: (10, 28, 56, 1)" in result.stdout

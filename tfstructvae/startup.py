@@ -42,8 +42,10 @@ def import_tensorflow_quietly() -> None:
     if os.environ.get(ENV_VAR):
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if "tensorflow" in sys.modules or has_gpu_hardware():
+    if has_gpu_hardware():
         return
+    # Imported before this package, TensorFlow has printed its banner already, but its devices
+    # start only when first listed: that (with the cuInit line) still happens below.
     try:
         sys.stderr.flush()
         saved = os.dup(2)
