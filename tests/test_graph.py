@@ -1,9 +1,11 @@
 """The graph language: refused graphs, several discrete nodes, every estimator, partial labels,
 q as a TFP joint distribution, conditional priors, and graphs in the configuration."""
 
+import dataclasses
 import json
 import math
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -297,3 +299,35 @@ def test_a_general_graph_exports_and_reloads(tmp_path):
     from tfstructvae import visualize
     grid = visualize.analogies(visualize.Codec(model), images(2).numpy())
     assert grid.shape == (2, 3, *SHAPE)
+
+
+@pytest.mark.parametrize("estimator", ["enumerate", "plugin", "relaxed"])
+def test_classifier_elbo_weight_scales_only_the_elbo_gradient_into_q_y(estimator):
+    """Same forward terms; the ELBO's gradient into q(y|x) is scaled, the labelled
+    log q(y|x) term still trains it."""
+    graph = LatentGraph(Categorical("y", 3, labelled=True, estimator=estimator), Normal("z", 2, parents=("y",)))
+    x, labels = images(4), tf.constant([1, -1, -1, 0])
+    model = small(graph)
+    classifier = model.q_nets[0].trainable_variables + model.x_bodies[0].trainable_variables
+
+    def terms_and_grads(weight):
+        model.objective_config = dataclasses.replace(model.objective_config, classifier_elbo_weight=weight)
+        model.seed_generator = keras.random.SeedGenerator(7)
+        with tf.GradientTape(persistent=True) as tape:
+            terms = model.objective_terms(x, labels, training=True)
+            elbo, log_q = tf.reduce_sum(terms["elbo"]), tf.reduce_sum(terms["log_q/y"])
+        return terms, tape.gradient(elbo, classifier), tape.gradient(log_q, classifier)
+
+    full, g_full, g_log_q_full = terms_and_grads(1.0)
+    _, g_half, _ = terms_and_grads(0.5)
+    none, g_none, g_log_q_none = terms_and_grads(0.0)
+    for name in ("elbo", "log_q/y", "reconstruction", "kl/y", "kl/z"):
+        np.testing.assert_allclose(full[name], none[name], rtol=1e-5, atol=1e-5)
+    assert max(float(tf.reduce_max(tf.abs(g))) for g in g_full) > 1e-4
+    for g1, gh, g0 in zip(g_full, g_half, g_none):
+        np.testing.assert_allclose(gh, 0.5 * g1, rtol=1e-4, atol=1e-6)
+        assert g0 is None or float(tf.reduce_max(tf.abs(g0))) == 0.0
+    for g1, g0 in zip(g_log_q_full, g_log_q_none):
+        np.testing.assert_allclose(g0, g1, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ConfigError, match="classifier_elbo_weight must be >= 0"):
+        ObjectiveConfig(classifier_elbo_weight=-1.0).validate()

@@ -146,6 +146,12 @@ class ObjectiveConfig:
     augment_weight: float = 0.0
     augment_shift: int = 2
     augment_flip: bool = False
+    # Share of the ELBO's gradient that reaches the classifier q(y|x) of labelled categorical nodes
+    # (through its enumeration weights, plug-in vector or relaxed sample, and its KL). 1 = the
+    # paper's objective; 0 trains q(y|x) only on the labels and the regularisers above, while the
+    # encoder and decoder still learn from every image with q(y|x) as given. On data whose
+    # unsupervised clusters are not its classes (Fashion-MNIST), the ELBO pulls q(y|x) away from them.
+    classifier_elbo_weight: float = 1.0
     kl_warmup_steps: int = 0
     # Relaxed (Concrete) nodes: the temperature, annealed exponentially from `temperature_start`
     # over `temperature_anneal_steps` when those are set (Jang et al. 2017).
@@ -159,7 +165,7 @@ class ObjectiveConfig:
         if self.estimator not in ESTIMATORS:
             raise ConfigError(f"unknown estimator {self.estimator!r}; expected one of {ESTIMATORS}")
         for name in ("alpha", "entropy_weight", "consistency_weight", "consistency_epsilon",
-                     "consistency_xi", "augment_weight", "augment_shift"):
+                     "consistency_xi", "augment_weight", "augment_shift", "classifier_elbo_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.kl_warmup_steps < 0:

@@ -88,6 +88,7 @@ class StructuredVAE(keras.Model):
         self.families = {n.name: family_of(n) for n in graph}
         self.estimators = build_estimators(graph, objective_config.estimator,
                                            objective_config.max_enumeration_rows)
+        self.classifier_names = {n.name for n in graph.classifier_nodes}
         self.label_node = graph.classifier_nodes[0] if graph.classifier_nodes else None
         self.num_classes = self.label_node.size if self.label_node else None
         # Regularisers on q(y|x) (entropy, consistency) apply to labelled categorical nodes; the
@@ -99,7 +100,7 @@ class StructuredVAE(keras.Model):
                              f"{[(n.name, n.parents) for n in graph.classifier_nodes]}")
 
         hidden, bn = model_config.hidden_units, model_config.batch_norm
-        classifier_names = {n.name for n in graph.classifier_nodes}
+        classifier_names = self.classifier_names
         classifier_body = model_config.classifier_network or model_config.network
         classifier_hidden = model_config.classifier_units or hidden
         self.node_index = {n.name: i for i, n in enumerate(graph)}
@@ -351,7 +352,13 @@ class StructuredVAE(keras.Model):
             family = self.families[node.name]
             q = self.q_node(node.name, x, [values[p] for p in node.parents], training)
             observed, mask = observations.get(node.name, (None, None))
-            node_terms = self.estimators[node.name](family, q, self.prior(node.name, values), observed, mask, ctx)
+            q_elbo = q
+            if node.name in self.classifier_names and self.objective_config.classifier_elbo_weight != 1.0:
+                # The same q for the ELBO, with a scaled gradient into the classifier (config.py).
+                q_elbo = family.distribution(objectives.scale_gradient(
+                    q.logits_parameter(), self.objective_config.classifier_elbo_weight), name=node.name)
+            node_terms = self.estimators[node.name](family, q_elbo, self.prior(node.name, values), observed,
+                                                    mask, ctx)
             values[node.name] = node_terms.value                                # (B, V) | (E, 1|B, V)
             if node_terms.weight is not None:
                 weights = node_terms.weight if weights is None else weights * node_terms.weight   # (E, B)

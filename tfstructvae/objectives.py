@@ -134,6 +134,13 @@ def per_example_loss(terms: dict, alphas: dict, beta=1.0, entropy_weight=0.0, co
     return loss
 
 
+def scale_gradient(t, weight: float):
+    """t in the forward pass; its gradient times `weight` in the backward pass."""
+    if weight == 1.0:
+        return t
+    return weight * t + (1.0 - weight) * tf.stop_gradient(t)
+
+
 def kl_warmup(step, warmup_steps: int):
     """beta = min(1, step / warmup_steps); 1 when warm-up is off."""
     if warmup_steps <= 0:
