@@ -11,7 +11,7 @@ from tfstructvae.data.yaleb import ARCHIVE as YALEB_ARCHIVE, find_yaleb, load_ya
 ENV_VAR = "TFSTRUCTVAE_DATA_DIR"
 
 IMAGE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "svhn": (32, 32, 3), "yaleb": (24, 24, 1),
-                "mnist_pairs": (28, 56, 1)}
+                "mnist_pairs": (28, 56, 1), "mnist_morpho": (28, 28, 1)}
 
 # name -> (TFDS name, Keras .npz file names, system directories that may hold IDX files)
 DATASETS = {
@@ -48,6 +48,9 @@ def load_dataset(name: str = "mnist", data_dir: str | None = None, source: str =
     if name == "mnist_pairs":   # built from the MNIST files wherever they are found
         from tfstructvae.data.pairs import mnist_pairs
         return mnist_pairs(load_dataset("mnist", data_dir, source, download))
+    if name == "mnist_morpho":  # MNIST with measured slant and thickness (data/morpho.py)
+        from tfstructvae.data.morpho import mnist_morpho
+        return mnist_morpho(load_dataset("mnist", data_dir, source, download))
     if name not in DATASETS and not (data_dir and os.path.isfile(data_dir)):
         raise DataError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}, or a .npz file as data_dir")
     if source not in ("auto", "files", "tfds"):
