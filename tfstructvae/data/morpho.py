@@ -53,7 +53,10 @@ def thickness_of(stroke: np.ndarray, scale: int) -> float:
     """2 * mean distance to the background along the skeleton, in original pixels."""
     # scikit-image's thinning (Zhang-Suen) is ~30x faster than its medial_axis on these images
     # and gives the same widths within a few hundredths of a pixel on drawn strokes.
-    from skimage.morphology import skeletonize
+    try:
+        from skimage.morphology import skeletonize
+    except ImportError as e:
+        raise ImportError("measuring stroke thickness needs scikit-image: pip install 'tfstructvae[morpho]'") from e
 
     skeleton = skeletonize(stroke)
     distance = ndimage.distance_transform_edt(stroke)
