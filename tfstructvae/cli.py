@@ -8,7 +8,9 @@ import sys
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="mnist-best", help="named configuration (default: mnist-best)")
+    p.add_argument("--preset", help="named configuration (default: mnist-best)")
+    p.add_argument("--config", help="a configuration file instead of a preset: a run's config.json or the "
+                   "best_config.json `tfstructvae tune` writes (the options below still override it)")
     p.add_argument("--data-dir", help="directory with the dataset's IDX or .npz files "
                    "(default: $TFSTRUCTVAE_DATA_DIR, known places, then a prepared TFDS copy)")
     p.add_argument("--output-dir", required=True, help="run directory to create")
@@ -42,8 +44,17 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args):
-    from tfstructvae.config import get_preset, parse_overrides
-    cfg = get_preset(args.preset)
+    from tfstructvae.config import Config, ConfigError, get_preset, parse_overrides
+    if args.config and args.preset:
+        raise ConfigError("give --preset or --config, not both")
+    if args.config:
+        with open(args.config) as f:
+            try:
+                cfg = Config.from_dict(json.load(f))
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{args.config} is not a JSON configuration: {e}") from None
+    else:
+        cfg = get_preset(args.preset or "mnist-best")
     seeds = {f"{s}": args.seed for s in ("data.label_seed", "data.data_seed", "train.init_seed")}
     changes = {
         **seeds,
@@ -117,6 +128,11 @@ def main(argv=None) -> int:
         prog="tfstructvae", description="Semi-supervised VAEs with structured encoders.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train_args(sub.add_parser("train", help="train a model into a run directory"))
+    tu = sub.add_parser("tune", help="choose settings on a held-out validation split (test set untouched)")
+    _add_train_args(tu)
+    tu.add_argument("--grid", action="append", default=[], metavar="SECTION.FIELD=V1,V2,...",
+                    help="values to try for a field (repeat for more fields; every combination is trained). "
+                    "Default: the grid in tfstructvae/tune.py (DEFAULT_GRID)")
     ev = sub.add_parser("evaluate", help="reload a run and print its test metrics")
     ev.add_argument("run_dir")
     ev.add_argument("--data-dir")
@@ -150,6 +166,10 @@ def main(argv=None) -> int:
                 cfg = read_run_config(args.output_dir)
             metrics = train_and_evaluate(cfg, args.output_dir, overwrite=args.overwrite,
                                          resume=args.resume, verbose=_verbosity(args.verbose))
+        elif args.command == "tune":
+            from tfstructvae.tune import DEFAULT_GRID, parse_grid, tune
+            metrics = tune(config_from_args(args), parse_grid(args.grid) if args.grid else DEFAULT_GRID,
+                           args.output_dir, verbose=0 if args.verbose == "0" else 1)
         elif args.command in ("analogies", "style-grid"):
             metrics = draw(args)
         elif args.command == "export":
