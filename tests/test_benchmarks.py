@@ -107,3 +107,38 @@ def test_validation_curve_records_every_epoch_without_the_test_set(tmp_path, mni
     assert all(0 <= c["validation_error"] <= 1 for c in result["curve"])
     assert result["config"]["objective"]["alpha"] == 500 and result["config"]["data"]["validation_size"] == 500
     assert "validation error" in stdout and "test" not in stdout.lower()
+
+
+def test_morpho_benchmark_reports_r2_and_controllability(tmp_path, mnist):
+    import numpy as np
+    data = tmp_path / "small.npz"
+    np.savez(data, x_train=mnist.x_train[:1000, ..., 0], y_train=mnist.y_train[:1000],
+             x_test=mnist.x_test[:200, ..., 0], y_test=mnist.y_test[:200])
+    out = tmp_path / "morpho.json"
+    env_cache = {"TFSTRUCTVAE_CACHE_DIR": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "morpho.py"), "--data-dir", str(data),
+                             "--seeds", "0", "--labels-per-class", "5", "--epochs", "1", "--steps-per-epoch", "5",
+                             "--control-images", "20", "--runs-dir", str(tmp_path / "runs"), "--out", str(out),
+                             "--set", "model.hidden_units=[32]", "--set", "model.classifier_units=[32]"],
+                            capture_output=True, text=True, timeout=600, cwd=REPO, env={**os.environ, **env_cache})
+    assert result.returncode == 0, result.stderr[-3000:]
+    (r,) = json.load(open(out))["runs"]
+    assert r["test_r2/slant"] <= 1 and r["test_rmse/thickness"] > 0 and 0 <= r["test_error"] <= 1
+    for factor in ("slant", "thickness"):
+        c = r["controllability"][factor]
+        assert len(c["grid_standardised"]) == 9 and np.all(np.diff(c["grid_standardised"]) > 0)
+        assert -1 <= c["spearman_pooled"] <= 1 and np.isfinite(c["other_factor_drift_sd"])
+    assert os.path.getsize(r["figure"]) > 0
+
+
+def test_pairs_benchmark_reports_both_positions(tmp_path, mnist_dir):
+    out = tmp_path / "pairs.json"
+    run("pairs.py", "--data-dir", mnist_dir, "--labels", "10", "--seeds", "0", "--epochs", "1",
+        "--steps-per-epoch", "3", "--runs-dir", str(tmp_path / "runs"), "--out", str(out),
+        "--set", "model.hidden_units=[16]", "--set", "model.classifier_units=[16]")
+    rows = json.load(open(out))["runs"]
+    assert [r["kind"] for r in rows] == ["semi-supervised", "supervised"]
+    for r in rows:
+        assert r["labelled_pairs"] == 100
+        assert max(r["test_error/left"], r["test_error/right"]) <= r["test_error/both"] <= 1
+    assert os.path.getsize(rows[0]["figure"]) > 0

@@ -353,6 +353,19 @@ def _mnist_morpho() -> Config:
                                model=dataclasses.replace(base.model, graph=graph))
 
 
+def _mnist_pairs() -> Config:
+    # Two digits in one 28x56 image (data/pairs.py): `mnist-best` whose graph names the left digit
+    # (the class: 10 labelled pairs per left digit) and the right digit (known on the same labelled
+    # pairs only) and a free style. Both digits are enumerated together: 100 rows per image.
+    base = _mnist_best()
+    graph = ({"family": "categorical", "name": "left", "size": 10, "labelled": True},
+             {"family": "categorical", "name": "right", "size": 10, "labelled": True},
+             {"family": "normal", "name": "style", "size": 4, "parents": ["left", "right"]})
+    return dataclasses.replace(base, preset="mnist-pairs",
+                               data=dataclasses.replace(base.data, dataset="mnist_pairs", node_labels="labelled"),
+                               model=dataclasses.replace(base.model, graph=graph))
+
+
 PRESETS = {
     "mnist": _mnist,
     "mnist-best": _mnist_best,
@@ -360,6 +373,7 @@ PRESETS = {
     "mnist-cnn": _mnist_cnn,
     "fashion-mnist": _fashion_mnist,
     "mnist-morpho": _mnist_morpho,
+    "mnist-pairs": _mnist_pairs,
     "svhn-paper": _svhn_paper,
 }
 
