@@ -142,3 +142,19 @@ def test_pairs_benchmark_reports_both_positions(tmp_path, mnist_dir):
         assert r["labelled_pairs"] == 100
         assert max(r["test_error/left"], r["test_error/right"]) <= r["test_error/both"] <= 1
     assert os.path.getsize(rows[0]["figure"]) > 0
+
+
+YALEB = os.path.join(REPO, "..", "shared", "data", "yaleb")
+
+
+def test_yaleb_benchmark_reports_identity_and_lighting(tmp_path):
+    import pytest
+    if not os.path.isdir(YALEB):
+        pytest.skip("the Yale B archive is not beside the checkout")
+    out = tmp_path / "yaleb.json"
+    run("yaleb.py", "--data-dir", YALEB, "--labels", "5", "--seeds", "0", "--epochs", "1",
+        "--steps-per-epoch", "3", "--runs-dir", str(tmp_path / "runs"), "--out", str(out), "--no-baseline",
+        "--set", "model.hidden_units=[16]", "--set", "model.classifier_units=[16]")
+    (r,) = json.load(open(out))["runs"]
+    assert r["labelled_faces"] == 190 and 0 <= r["test_error"] <= 1 and r["test_r2/lighting"] <= 1
+    assert all(os.path.getsize(f) > 0 for f in r["figures"]) and len(r["figures"]) == 2
