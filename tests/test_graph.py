@@ -331,3 +331,12 @@ def test_classifier_elbo_weight_scales_only_the_elbo_gradient_into_q_y(estimator
         np.testing.assert_allclose(g0, g1, rtol=1e-5, atol=1e-7)
     with pytest.raises(ConfigError, match="classifier_elbo_weight must be >= 0"):
         ObjectiveConfig(classifier_elbo_weight=-1.0).validate()
+
+
+def test_activation_reaches_every_mlp_and_unknown_ones_are_refused():
+    graph = LatentGraph(Categorical("y", 3, labelled=True), Normal("z", 2, parents=("y",)))
+    model = StructuredVAE(SHAPE, graph, model_config=ModelConfig(hidden_units=(8,), activation="softplus"))
+    for net in (*model.q_nets, model.p_net):
+        assert net.activation is keras.activations.softplus
+    with pytest.raises(ConfigError, match="unknown activation 'swishy'"):
+        ModelConfig(activation="swishy").validate()

@@ -15,6 +15,7 @@ from typing import Any
 ESTIMATORS = ("plugin", "enumerate", "relaxed")
 SUPERVISION_MODES = ("rate", "share")
 LIKELIHOODS = ("bernoulli", "normal")
+ACTIVATIONS = ("relu", "softplus", "tanh", "elu", "gelu")
 NETWORKS = ("mlp", "conv")
 
 
@@ -86,6 +87,8 @@ class ModelConfig:
     network: str = "mlp"          # "mlp" (pixels as a vector) or "conv" (conv 32 -> 64, deconv decoder)
     likelihood: str = "bernoulli" # "bernoulli" for binary-like images, "normal" for colour images
     batch_norm: bool = False
+    # Nonlinearity of the MLP layers ("relu"; "softplus" as in Kingma et al. 2014). Conv layers keep relu.
+    activation: str = "relu"
     scale_floor: float = 1e-3   # softplus(.) + floor keeps q(z|x,y) scales away from 0
     # The latent graph as node dicts (graph.py, `LatentGraph.to_config()`); None: the paper's
     # q(y|x) q(z|x,y) with `num_classes` and `style_dim`.
@@ -127,6 +130,8 @@ class ModelConfig:
                               f"expected one of {NETWORKS}")
         if self.likelihood not in LIKELIHOODS:
             raise ConfigError(f"unknown likelihood {self.likelihood!r}; expected one of {LIKELIHOODS}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation {self.activation!r}; expected one of {ACTIVATIONS}")
         self.latent_graph()
 
 
@@ -288,6 +293,22 @@ def _mnist_paper() -> Config:
                   train=TrainConfig(epochs=20, learning_rate=1e-3))
 
 
+def _mnist_m2() -> Config:
+    # Kingma et al. (2014), M2, as far as published (the paper, and the settings of their code,
+    # github.com/dpkingma/nips14-ssl, whose MNIST model is named 50-500-500): two hidden layers of
+    # 500 softplus units in every network, a 50-d z, y enumerated, the paper's objective alone (the
+    # ELBO plus alpha log q(y|x), no regulariser), Adam at 3e-4, minibatches of 100 holding labelled
+    # and unlabelled images. Their alpha = 0.1 weighs the classifier term at 0.1 N in total against the
+    # ELBO summed over N images per epoch; with a fifth of every minibatch labelled that is 0.5 per
+    # labelled example here. They train for 3,000 epochs (days on this machine: see docs/results.md).
+    return Config(preset="mnist-m2",
+                  data=DataConfig(dataset="mnist", batch_size=100, supervision_mode="share",
+                                  labelled_share=0.2, validation_size=VALIDATION_SIZE),
+                  model=ModelConfig(style_dim=50, hidden_units=(500, 500), activation="softplus"),
+                  objective=ObjectiveConfig(estimator="enumerate", alpha=0.5),
+                  train=TrainConfig(epochs=3000, learning_rate=3e-4))
+
+
 def _mnist() -> Config:
     # The default: the paper's networks (MLP-512, 2-d style), chosen on a 5,000-image
     # validation split (README "Presets"): enumeration keeps the decoder from reading a
@@ -386,6 +407,7 @@ PRESETS = {
     "mnist": _mnist,
     "mnist-best": _mnist_best,
     "mnist-paper": _mnist_paper,
+    "mnist-m2": _mnist_m2,
     "mnist-cnn": _mnist_cnn,
     "fashion-mnist": _fashion_mnist,
     "mnist-morpho": _mnist_morpho,

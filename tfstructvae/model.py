@@ -109,14 +109,15 @@ class StructuredVAE(keras.Model):
         self.q_nets = [
             mlp(classifier_hidden if n.name in classifier_names else hidden,
                 self.families[n.name].param_size(n.size),
-                n_inputs=1 + len(n.parents), batch_norm=bn, name=f"q_{n.name}")
+                n_inputs=1 + len(n.parents), batch_norm=bn, activation=model_config.activation, name=f"q_{n.name}")
             for n in graph]
         if model_config.network == "conv":
             if len(self.image_shape) != 3:
                 raise ValueError(f"the conv network needs (H, W, C) images, got {self.image_shape}")
             self.p_net = DeconvDecoder(hidden, self.image_shape, len(graph), batch_norm=bn, name="p_x")
         else:
-            self.p_net = mlp(hidden, self.num_pixels, n_inputs=len(graph), batch_norm=bn, name="p_x")
+            self.p_net = mlp(hidden, self.num_pixels, n_inputs=len(graph), batch_norm=bn,
+                             activation=model_config.activation, name="p_x")
         if model_config.likelihood == "normal":
             # One learned scale per pixel and channel, shared by all images.
             self.pixel_scale_raw = self.add_weight(shape=self.image_shape, initializer="zeros",

@@ -81,8 +81,9 @@ class SummedLinear(keras.layers.Layer):
         return h
 
 
-def mlp(hidden_units, output_dim, n_inputs, batch_norm=False, name=None) -> SummedInputMLP:
-    return SummedInputMLP(hidden_units, output_dim, n_inputs, batch_norm=batch_norm, name=name)
+def mlp(hidden_units, output_dim, n_inputs, batch_norm=False, activation="relu", name=None) -> SummedInputMLP:
+    return SummedInputMLP(hidden_units, output_dim, n_inputs, batch_norm=batch_norm, activation=activation,
+                          name=name)
 
 
 def x_body(kind: str, batch_norm=False, name=None) -> keras.layers.Layer:
