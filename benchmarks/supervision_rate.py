@@ -24,7 +24,13 @@ def plot(rows, path):
         pts = sorted((r["supervision_rate"], 100 * r["test_error"]) for r in rows if r["labels_per_class"] == l)
         # r = 0 sits left of the log axis' first tick
         xs = [max(x, 3e-3) for x, _ in pts]
-        ax.plot(xs, [y for _, y in pts], "o-", label=f"{l} labels per class")
+        line, = ax.plot(xs, [y for _, y in pts], "o-", label=f"{l} labels per class")
+        # at r = 0 no label names a cluster: its error after the best matching of clusters to classes
+        matched = [100 * r["test_cluster_error"] for r in rows
+                   if r["labels_per_class"] == l and r["supervision_rate"] == 0 and r.get("test_cluster_error") is not None]
+        if matched:
+            ax.plot([3e-3], matched, "*", color=line.get_color(), markersize=10,
+                    label=f"{l}: r = 0, clusters matched to classes")
     ax.set_xscale("log")
     ax.set_xlabel("supervision rate r (r = 0 drawn at 0.003)")
     ax.set_ylabel("test error (%)")
@@ -77,11 +83,13 @@ def main(argv=None) -> int:
     png = os.path.splitext(args.out)[0] + ".png"
     plot(rows, png)
     rates = sorted({r["supervision_rate"] for r in rows})
-    print("\n| l per class | " + " | ".join(f"r={r:g}" for r in rates) + " |")
-    print("|" + " --- |" * (1 + len(rates)))
+    print("\n| l per class | " + " | ".join(f"r={r:g}" for r in rates) + " | r=0, clusters matched |")
+    print("|" + " --- |" * (2 + len(rates)))
     for l in sorted({r["labels_per_class"] for r in rows}):
-        cells = {r["supervision_rate"]: r["test_error"] for r in rows if r["labels_per_class"] == l}
-        print(f"| {l} | " + " | ".join(f"{100 * cells[r]:.2f}" for r in rates) + " |")
+        cells = {r["supervision_rate"]: r for r in rows if r["labels_per_class"] == l}
+        matched = cells.get(0.0, {}).get("test_cluster_error")
+        print(f"| {l} | " + " | ".join(f"{100 * cells[r]['test_error']:.2f}" for r in rates)
+              + f" | {'-' if matched is None else f'{100 * matched:.2f}'} |")
     print(f"\nplot: {png}")
     return 0
 
