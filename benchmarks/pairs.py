@@ -14,14 +14,10 @@ style of a test pair held. Runs are resumable (finished runs are reused).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 import numpy as np
-
-SUPERVISED = {"data.labelled_share": 1.0, "objective.consistency_weight": 0.0}
-
 
 def errors(model, data, batch: int = 500) -> dict:
     x = data.x_test.astype(np.float32) / 255.0
@@ -59,51 +55,25 @@ def swap_figure(model, data, path: str, rows: int = 4) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", required=True, help="the MNIST files")
-    p.add_argument("--out", required=True)
-    p.add_argument("--labels", default="10,100", help="labelled pairs per left digit")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--steps-per-epoch", type=int)
-    p.add_argument("--validation-size", type=int, default=0)
-    p.add_argument("--runs-dir", default="runs/pairs")
-    p.add_argument("--no-baseline", action="store_true", help="skip the supervised classifier")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
-    args = p.parse_args(argv)
+    from budgets import arguments, run_budgets
 
-    from tfstructvae import get_preset
-    from tfstructvae.config import parse_overrides
-    from tfstructvae.rundir import load_run, write_json_atomic
-    from tfstructvae.train import load_data, train_or_reuse
+    args = arguments(__doc__, "10,100", "runs/pairs", "the MNIST files").parse_args(argv)
+    from tfstructvae.rundir import load_run
+    from tfstructvae.train import load_data
+    data = {}
 
-    rows, data = [], None
-    for l in [int(v) for v in args.labels.split(",")]:
-        for seed in [int(s) for s in args.seeds.split(",")]:
-            for kind in ("semi-supervised", *(() if args.no_baseline else ("supervised",))):
-                cfg = get_preset("mnist-pairs").override(**{
-                    "data.data_dir": args.data_dir, "data.labels_per_class": l,
-                    "data.validation_size": args.validation_size, "data.label_seed": seed,
-                    "data.data_seed": seed, "train.init_seed": seed,
-                    **({"train.epochs": args.epochs} if args.epochs else {}),
-                    "train.steps_per_epoch": args.steps_per_epoch,
-                    **(SUPERVISED if kind == "supervised" else {}), **parse_overrides(args.set)})
-                run_dir = os.path.join(args.runs_dir, f"{kind}-l{l}-s{seed}")
-                metrics = train_or_reuse(cfg, run_dir)
-                cfg, model = load_run(run_dir)
-                data = data or load_data(cfg)
-                row = {"kind": kind, "labels_per_class": l, "labelled_pairs": metrics["labelled_examples"],
-                       "seed": seed, **errors(model, data), "epochs": metrics["epochs"],
-                       "wall_time_s": metrics["wall_time_s"]}
-                if kind == "semi-supervised":
-                    row["figure"] = os.path.splitext(args.out)[0] + f"_l{l}_s{seed}.png"
-                    swap_figure(model, data, row["figure"])
-                rows.append(row)
-                print(f"{kind:15s} {row['labelled_pairs']:5d} labelled pairs, seed {seed}: error left "
-                      f"{100 * row['test_error/left']:.2f}%  right {100 * row['test_error/right']:.2f}%  both "
-                      f"{100 * row['test_error/both']:.2f}%  ({row['wall_time_s']:.0f} s)", flush=True)
-                write_json_atomic(args.out, {"runs": rows, "command": " ".join(
-                    ["python", "benchmarks/pairs.py", *(argv or sys.argv[1:])])})
+    def describe(kind, l, seed, run_dir, metrics):
+        cfg, model = load_run(run_dir)
+        if "pairs" not in data:
+            data["pairs"] = load_data(cfg)
+        row = {"labelled_pairs": metrics["labelled_examples"], **errors(model, data["pairs"])}
+        if kind == "semi-supervised":
+            row["figure"] = os.path.splitext(args.out)[0] + f"_l{l}_s{seed}.png"
+            swap_figure(model, data["pairs"], row["figure"])
+        return row, (f"{row['labelled_pairs']} labelled pairs: error left {100 * row['test_error/left']:.2f}%  "
+                     f"right {100 * row['test_error/right']:.2f}%  both {100 * row['test_error/both']:.2f}%")
+
+    run_budgets("mnist-pairs", args, "pairs.py", describe, argv)
     return 0
 
 

@@ -14,14 +14,10 @@ Runs are resumable (finished runs are reused).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 import numpy as np
-
-SUPERVISED = {"data.labelled_share": 1.0, "objective.consistency_weight": 0.0}
-
 
 def figures(model, data, stem: str, index: int = 0, grid: int = 5, identities: int = 19) -> list[str]:
     import matplotlib
@@ -67,52 +63,25 @@ def figures(model, data, stem: str, index: int = 0, grid: int = 5, identities: i
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", required=True, help="the folder of CroppedYale24.tar.gz")
-    p.add_argument("--out", required=True)
-    p.add_argument("--labels", default="5,20", help="labelled faces per identity")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--steps-per-epoch", type=int)
-    p.add_argument("--validation-size", type=int, default=0)
-    p.add_argument("--runs-dir", default="runs/yaleb")
-    p.add_argument("--no-baseline", action="store_true", help="skip the supervised classifier")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
-    args = p.parse_args(argv)
+    from budgets import arguments, run_budgets
 
-    from tfstructvae import get_preset
-    from tfstructvae.config import parse_overrides
-    from tfstructvae.rundir import load_run, write_json_atomic
-    from tfstructvae.train import load_data, train_or_reuse
+    args = arguments(__doc__, "5,20", "runs/yaleb", "the folder of CroppedYale24.tar.gz").parse_args(argv)
+    from tfstructvae.rundir import load_run
+    from tfstructvae.train import load_data
+    data = {}
 
-    rows, data = [], None
-    for l in [int(v) for v in args.labels.split(",")]:
-        for seed in [int(s) for s in args.seeds.split(",")]:
-            for kind in ("semi-supervised", *(() if args.no_baseline else ("supervised",))):
-                cfg = get_preset("yaleb").override(**{
-                    "data.data_dir": args.data_dir, "data.labels_per_class": l,
-                    "data.validation_size": args.validation_size, "data.label_seed": seed,
-                    "data.data_seed": seed, "train.init_seed": seed,
-                    **({"train.epochs": args.epochs} if args.epochs else {}),
-                    "train.steps_per_epoch": args.steps_per_epoch,
-                    **(SUPERVISED if kind == "supervised" else {}), **parse_overrides(args.set)})
-                run_dir = os.path.join(args.runs_dir, f"{kind}-l{l}-s{seed}")
-                metrics = train_or_reuse(cfg, run_dir)
-                row = {"kind": kind, "labels_per_class": l, "labelled_faces": metrics["labelled_examples"],
-                       "seed": seed, "test_error": metrics["test_error"],
-                       "test_r2/lighting": metrics["test_r2/lighting"],
-                       "test_rmse/lighting": metrics["test_rmse/lighting"],
-                       "epochs": metrics["epochs"], "wall_time_s": metrics["wall_time_s"]}
-                if kind == "semi-supervised":
-                    cfg, model = load_run(run_dir)
-                    data = data or load_data(cfg)
-                    row["figures"] = figures(model, data, os.path.splitext(args.out)[0] + f"_l{l}_s{seed}")
-                rows.append(row)
-                print(f"{kind:15s} {row['labelled_faces']:4d} labelled faces, seed {seed}: identity error "
-                      f"{100 * row['test_error']:.2f}%  lighting R^2 {row['test_r2/lighting']:.3f}  "
-                      f"({row['wall_time_s']:.0f} s)", flush=True)
-                write_json_atomic(args.out, {"runs": rows, "command": " ".join(
-                    ["python", "benchmarks/yaleb.py", *(argv or sys.argv[1:])])})
+    def describe(kind, l, seed, run_dir, metrics):
+        row = {"labelled_faces": metrics["labelled_examples"], "test_error": metrics["test_error"],
+               "test_r2/lighting": metrics["test_r2/lighting"], "test_rmse/lighting": metrics["test_rmse/lighting"]}
+        if kind == "semi-supervised":
+            cfg, model = load_run(run_dir)
+            if "faces" not in data:
+                data["faces"] = load_data(cfg)
+            row["figures"] = figures(model, data["faces"], os.path.splitext(args.out)[0] + f"_l{l}_s{seed}")
+        return row, (f"{row['labelled_faces']} labelled faces: identity error {100 * row['test_error']:.2f}%  "
+                     f"lighting R^2 {row['test_r2/lighting']:.3f}")
+
+    run_budgets("yaleb", args, "yaleb.py", describe, argv)
     return 0
 
 
