@@ -130,6 +130,7 @@ def main(argv=None) -> int:
     _add_train_args(sub.add_parser("train", help="train a model into a run directory"))
     tu = sub.add_parser("tune", help="choose settings on a held-out validation split (test set untouched)")
     _add_train_args(tu)
+    # tune keeps the points it finished (it resumes by itself); --overwrite starts it over
     tu.add_argument("--grid", action="append", default=[], metavar="SECTION.FIELD=V1,V2,...",
                     help="values to try for a field (repeat for more fields; every combination is trained). "
                     "Default: the grid in tfstructvae/tune.py (DEFAULT_GRID)")
@@ -169,7 +170,7 @@ def main(argv=None) -> int:
         elif args.command == "tune":
             from tfstructvae.tune import DEFAULT_GRID, parse_grid, tune
             metrics = tune(config_from_args(args), parse_grid(args.grid) if args.grid else DEFAULT_GRID,
-                           args.output_dir, verbose=0 if args.verbose == "0" else 1)
+                           args.output_dir, verbose=0 if args.verbose == "0" else 1, restart=args.overwrite)
         elif args.command in ("analogies", "style-grid"):
             metrics = draw(args)
         elif args.command == "export":

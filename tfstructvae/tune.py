@@ -64,8 +64,9 @@ def grid_points(grid: dict[str, list]) -> list[dict]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 
 
-def tune(cfg: Config, grid: dict[str, list], out_dir: str, verbose: int = 1) -> dict:
-    """Train every grid point of `cfg` and choose on validation; returns the summary."""
+def tune(cfg: Config, grid: dict[str, list], out_dir: str, verbose: int = 1, restart: bool = False) -> dict:
+    """Train every grid point of `cfg` and choose on validation; returns the summary. Points already
+    in `out_dir/trials.json` with the same configuration are kept, unless `restart`."""
     import keras
 
     from tfstructvae.rundir import write_json_atomic
@@ -82,7 +83,7 @@ def tune(cfg: Config, grid: dict[str, list], out_dir: str, verbose: int = 1) -> 
     os.makedirs(out_dir, exist_ok=True)
     trials_path = os.path.join(out_dir, "trials.json")
     trials = []
-    if os.path.isfile(trials_path):
+    if os.path.isfile(trials_path) and not restart:
         with open(trials_path) as f:
             trials = json.load(f)["trials"]
     data = load_data(cfg)
