@@ -340,3 +340,17 @@ def test_activation_reaches_every_mlp_and_unknown_ones_are_refused():
         assert net.activation is keras.activations.softplus
     with pytest.raises(ConfigError, match="unknown activation 'swishy'"):
         ModelConfig(activation="swishy").validate()
+
+
+def test_a_normal_node_scale_floor_bounds_q_and_round_trips():
+    graph = LatentGraph(Categorical("y", 3, labelled=True), Normal("slant", 1, labelled=True, scale_floor=0.1),
+                        Normal("z", 2, parents=("y",)))
+    model = small(graph)
+    x = images(4)
+    assert float(tf.reduce_min(model.q_node("slant", x, []).stddev())) >= 0.1
+    # the floor is the node's own: other nodes keep model.scale_floor (1e-3)
+    model.q_nets[2].head.bias.assign(tf.fill(model.q_nets[2].head.bias.shape, -30.0))
+    assert float(tf.reduce_min(model.q_node("z", x, [tf.one_hot([0, 1, 2, 0], 3)]).stddev())) < 0.01
+    assert LatentGraph.from_config(graph.to_config()) == graph and graph.to_config()[1]["scale_floor"] == 0.1
+    with pytest.raises(GraphError, match="node 'slant': scale_floor must be > 0, got 0.0"):
+        LatentGraph(Normal("slant", 1, scale_floor=0.0))

@@ -75,8 +75,12 @@ def test_mnist_morpho_gives_standardised_measures_on_one_percent_and_trains(mnis
     assert given.sum() == 10 and np.array_equal(given, ~np.isnan(thickness[:, 0]))
     assert abs(slant[given].mean()) < 1e-5 and slant[given].std() == pytest.approx(1.0, abs=1e-4)
     assert np.isfinite(ds.node_labels_test["slant"]).all()
-    raw = measure_batch(mnist.x_train[:1000][given] / 255.0, progress=False)["slant"]
-    np.testing.assert_allclose(slant[given, 0], (raw - raw.mean()) / raw.std(), rtol=1e-4, atol=1e-4)
+    raw = measure_batch(mnist.x_train[:1000][given] / 255.0, progress=False)
+    np.testing.assert_allclose(slant[given, 0], (raw["slant"] - raw["slant"].mean()) / raw["slant"].std(),
+                               rtol=1e-4, atol=1e-4)
+    log_width = np.log(raw["thickness"])                                      # thickness: log width, standardised
+    np.testing.assert_allclose(thickness[given, 0], (log_width - log_width.mean()) / log_width.std(),
+                               rtol=1e-4, atol=1e-4)
     assert len(list((tmp_path / "cache").glob("morpho-*.npz"))) == 2         # train and test, by content
     monkeypatch.setattr(morpho, "measure_batch", lambda *a, **k: pytest.fail("measured again"))
     again = load_dataset("mnist_morpho", npz)

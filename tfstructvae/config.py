@@ -363,11 +363,14 @@ def _svhn_paper() -> Config:
 def _mnist_morpho() -> Config:
     # A digit with measured style factors (data/morpho.py): `mnist-best` whose graph names the
     # digit (10 labels per class), the stroke's slant and thickness (given on a fixed 1% of the
-    # training images, standardised) and a free style that depends on all three.
+    # training images, standardised; thickness as the log width) and a free style that depends on
+    # all three. The measured nodes' scales stay above 0.1 standard deviations (Normal.scale_floor):
+    # without it the first run's thickness node traded its scale for nats until one label cost
+    # millions and training diverged (docs/results.md).
     base = _mnist_best()
     graph = ({"family": "categorical", "name": "digit", "size": 10, "labelled": True},
-             {"family": "normal", "name": "slant", "size": 1, "labelled": True},
-             {"family": "normal", "name": "thickness", "size": 1, "labelled": True},
+             {"family": "normal", "name": "slant", "size": 1, "labelled": True, "scale_floor": 0.1},
+             {"family": "normal", "name": "thickness", "size": 1, "labelled": True, "scale_floor": 0.1},
              {"family": "normal", "name": "style", "size": 2, "parents": ["digit", "slant", "thickness"]})
     return dataclasses.replace(base, preset="mnist-morpho",
                                data=dataclasses.replace(base.data, dataset="mnist_morpho", node_labels="all"),

@@ -84,10 +84,16 @@ class Categorical(_Node):
 
 @dataclass(frozen=True)
 class Normal(_Node):
-    """A continuous node of dimension `size`."""
+    """A continuous node of dimension `size`.
+
+    `scale_floor` (None: `model.scale_floor`) bounds q's scale from below. A labelled node wants
+    one on the scale of its labels' noise: log q(value | x) grows without bound as the scale
+    shrinks, and a supervised term that can buy nats by shrinking it makes one badly predicted
+    label cost millions (docs/results.md, the first morpho run)."""
     family: ClassVar[str] = "normal"
     estimators: ClassVar[tuple[str, ...]] = ("sample",)
     default_estimator: ClassVar[str] = "sample"
+    scale_floor: float | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,9 @@ class LatentGraph:
             if node.estimator is not None and node.estimator not in node.estimators:
                 raise GraphError(f"node {node.name!r}: estimator {node.estimator!r} does not apply to a "
                                  f"{node.family} node; expected one of {node.estimators}")
+            floor = getattr(node, "scale_floor", None)
+            if floor is not None and not floor > 0:
+                raise GraphError(f"node {node.name!r}: scale_floor must be > 0, got {floor}")
             if node.alpha is not None and (node.alpha < 0 or not node.labelled):
                 raise GraphError(f"node {node.name!r}: alpha={node.alpha} needs a labelled node and alpha >= 0")
             seen.add(node.name)

@@ -189,7 +189,9 @@ class StructuredVAE(keras.Model):
         i = self.node_index[name]
         features = self.x_bodies[i](x, training=training)                     # (B, F)
         out = self.q_nets[i]([features, *parent_values], training=training)
-        return self.families[name].distribution(out, self.model_config.scale_floor, name=name)
+        floor = getattr(self.latent_graph[name], "scale_floor", None)
+        return self.families[name].distribution(out, self.model_config.scale_floor if floor is None else floor,
+                                                name=name)
 
     def prior(self, name, values) -> tfd.Distribution:
         """p(name | prior_parents(name)): fixed, or a learned linear map of the parents' values."""

@@ -104,6 +104,8 @@ def cached_measures(images: np.ndarray, path: str, **kwargs) -> dict[str, np.nda
 SUPERVISED_SHARE = 0.01   # training images whose measures are given
 MORPHO_SEED = 0           # which ones: fixed, so every run and label draw sees the same measured set
 CACHE_ENV_VAR = "TFSTRUCTVAE_CACHE_DIR"
+# How a measure becomes a node label before standardisation.
+LABEL_TRANSFORM = {"slant": lambda v: v, "thickness": np.log}
 
 
 def cache_dir() -> str:
@@ -111,10 +113,12 @@ def cache_dir() -> str:
 
 
 def mnist_morpho(mnist, share: float = SUPERVISED_SHARE, seed: int = MORPHO_SEED):
-    """`mnist` with node labels `slant` and `thickness`, standardised by the mean and standard deviation
-    of the measured training images: given on a fixed `share` of the training images (NaN on the
-    rest) and on every test image (to score the posterior against). Measures are cached by content
-    under `$TFSTRUCTVAE_CACHE_DIR` (default ~/.cache/tfstructvae)."""
+    """`mnist` with node labels `slant` (radians) and `thickness` (the log of the width in pixels),
+    each standardised by the mean and standard deviation of the measured training images: given on
+    a fixed `share` of the training images (NaN on the rest) and on every test image (to score the
+    posterior against). Widths are right-skewed (a few digits are written three times thicker than
+    the median); their log is close to Normal, the family of the node that reads it. Measures are
+    cached by content under `$TFSTRUCTVAE_CACHE_DIR` (default ~/.cache/tfstructvae)."""
     import hashlib
 
     from tfstructvae.data.formats import ImageDataset, checked
@@ -129,10 +133,10 @@ def mnist_morpho(mnist, share: float = SUPERVISED_SHARE, seed: int = MORPHO_SEED
     given[np.random.default_rng(seed).choice(n, max(1, round(share * n)), replace=False)] = True
     train, test = {}, {}
     for name in MEASURES:
-        values = measured["train"][name]
+        values = LABEL_TRANSFORM[name](measured["train"][name])
         mean, std = values[given].mean(), values[given].std()
         train[name] = np.where(given, (values - mean) / std, np.nan).astype(np.float32)[:, None]   # (N, 1)
-        test[name] = ((measured["test"][name] - mean) / std).astype(np.float32)[:, None]
+        test[name] = ((LABEL_TRANSFORM[name](measured["test"][name]) - mean) / std).astype(np.float32)[:, None]
     return checked(ImageDataset("mnist_morpho", mnist.x_train, mnist.y_train, mnist.x_test, mnist.y_test,
                                 mnist.num_classes, f"{mnist.source} with slant and thickness measured "
                                 f"(given on {given.sum()} training images)", train, test))
