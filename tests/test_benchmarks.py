@@ -26,7 +26,7 @@ def test_paper_table_quick(tmp_path, mnist_dir):
     assert {"epochs", "wall_time_s", "seed", "config"} <= set(r)
     (s,) = result["summary"]
     assert s["n_seeds"] == 1 and s["mean_test_error"] == r["test_error"]
-    assert "| 10 | 12.2 | 11.97 |" in stdout
+    assert "| 10 | 12.2 | 11.97 | 9.71 |" in stdout
     # A finished run is reused as is; one trained under other settings is trained again.
     again = run("paper_table.py", "--data-dir", mnist_dir, "--quick", "--presets", "mnist-paper",
                 "--epochs", "1", "--steps-per-epoch", "30", "--runs-dir", str(tmp_path / "runs"),

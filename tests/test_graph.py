@@ -12,7 +12,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfstructvae import Bernoulli, Categorical, LatentGraph, Normal, StructuredVAE
-from tfstructvae.config import Config, ConfigError, ModelConfig, ObjectiveConfig, TrainConfig, parse_overrides
+from tfstructvae.config import PRESETS, Config, ConfigError, ModelConfig, ObjectiveConfig, TrainConfig, parse_overrides
 from tfstructvae.families import BernoulliFamily, CategoricalFamily
 from tfstructvae.graph import GraphError
 
@@ -354,3 +354,19 @@ def test_a_normal_node_scale_floor_bounds_q_and_round_trips():
     assert LatentGraph.from_config(graph.to_config()) == graph and graph.to_config()[1]["scale_floor"] == 0.1
     with pytest.raises(GraphError, match="node 'slant': scale_floor must be > 0, got 0.0"):
         LatentGraph(Normal("slant", 1, scale_floor=0.0))
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_is_valid_and_round_trips_through_json(name):
+    from tfstructvae import get_preset
+    cfg = get_preset(name).validate()
+    assert cfg.preset == name
+    assert Config.from_dict(json.loads(cfg.to_json())) == cfg
+
+
+def test_mnist_relaxed_holds_siddharth_2017_settings():
+    from tfstructvae import get_preset
+    cfg = get_preset("mnist-relaxed")
+    assert (cfg.objective.estimator, cfg.objective.temperature, cfg.objective.alpha) == ("relaxed", 0.66, 0.1)
+    assert (cfg.model.hidden_units, cfg.model.style_dim, cfg.data.batch_size) == ((256,), 50, 128)
+    assert cfg.objective.consistency_weight == cfg.objective.entropy_weight == 0    # the paper's objective alone

@@ -93,3 +93,19 @@ def test_sigterm_saves_state_and_says_how_to_resume(reference_run, tmp_path, mni
     result = subprocess.run(train_cmd(run_dir, mnist_dir, "--resume"), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert comparable(run_dir) == comparable(reference_run)
+
+
+def test_benchmark_reuse_resumes_a_run_cut_short(reference_run, tmp_path, mnist_dir):
+    # Benchmarks call train_or_reuse: a run killed mid-way continues from its checkpoint rather
+    # than starting over, and ends where the uninterrupted run ends.
+    run_dir = str(tmp_path / "cut")
+    proc = subprocess.Popen(train_cmd(run_dir, mnist_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_then(proc, run_dir, EVERY, signal.SIGKILL)
+    killed_at = checkpoint_step(run_dir)
+    code = ("import sys; from tfstructvae.train import train_or_reuse, read_run_config; "
+            "train_or_reuse(read_run_config(sys.argv[1]), sys.argv[1])")
+    result = subprocess.run([sys.executable, "-c", code, run_dir], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming from its last checkpoint" in result.stdout
+    assert json.load(open(os.path.join(run_dir, "metrics.json")))["resumed_from_step"] == killed_at > 0
+    assert comparable(run_dir) == comparable(reference_run)

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfstructvae.callbacks import ProgressBar, StopOnNonFinite
-from tfstructvae.checkpointing import CheckpointEvery, restore_latest
+from tfstructvae.checkpointing import CheckpointEvery, latest_step, restore_latest
 from tfstructvae.config import Config, ConfigError
 from tfstructvae.data.pipeline import missing_labels
 from tfstructvae.data import (ImageDataset, LabelledSplit, epoch_steps, evaluation_pipeline, labelled_split, load_dataset,
@@ -228,20 +228,34 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
 
 def train_or_reuse(cfg: Config, run_dir: str) -> dict:
     """The metrics of `run_dir` if it finished with this configuration, else train it (quietly)
-    first: benchmarks resume this way. A finished run whose config.json differs (a preset that
-    changed since) is trained again rather than reported under the new settings."""
+    first: benchmarks resume this way. A run cut short under this configuration continues from
+    its last checkpoint. A run whose config.json differs (a preset that changed since) is
+    trained again rather than reported under the new settings."""
     done = os.path.join(run_dir, "metrics.json")
+    saved = os.path.isfile(os.path.join(run_dir, "config.json"))
+    if not saved:
+        return train_and_evaluate(cfg, run_dir, overwrite=True, verbose=0)
+    stored = read_run_config(run_dir)
+    wanted = resolve_for_data(cfg, load_data(cfg))
+    same = _same_settings(stored.to_dict(), wanted.to_dict())
+    if same and os.path.isfile(done):
+        with open(done) as f:
+            return json.load(f)
+    if same and latest_step(os.path.join(run_dir, "checkpoints")) > 0:
+        print(f"{run_dir}: resuming from its last checkpoint", flush=True)
+        return train_and_evaluate(cfg.override(**{"data.data_dir": stored.data.data_dir}), run_dir,
+                                  resume=True, verbose=0)
     if os.path.isfile(done):
-        stored = read_run_config(run_dir).to_dict()
-        wanted = resolve_for_data(cfg, load_data(cfg)).to_dict()
-        if stored["model"]["image_shape"] is None:     # runs saved before shapes were recorded
-            stored["model"]["image_shape"] = wanted["model"]["image_shape"]
-        stored["data"]["data_dir"] = wanted["data"]["data_dir"]     # where the files are is not a setting
-        if stored == wanted:
-            with open(done) as f:
-                return json.load(f)
         print(f"{run_dir}: finished with another configuration; training it again", flush=True)
     return train_and_evaluate(cfg, run_dir, overwrite=True, verbose=0)
+
+
+def _same_settings(stored: dict, wanted: dict) -> bool:
+    """Two run configurations equal but for where the data files are."""
+    if stored["model"]["image_shape"] is None:     # runs saved before shapes were recorded
+        stored["model"]["image_shape"] = wanted["model"]["image_shape"]
+    stored["data"]["data_dir"] = wanted["data"]["data_dir"]
+    return stored == wanted
 
 
 def evaluate_model(model: StructuredVAE, data: ImageDataset, cfg: Config) -> dict:
