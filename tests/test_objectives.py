@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tfstructvae import objectives
-from tfstructvae.config import ModelConfig, ObjectiveConfig
+from tfstructvae.config import ConfigError, ModelConfig, ObjectiveConfig
 from tfstructvae.families import CategoricalFamily, NormalFamily
 from tfstructvae.model import StructuredVAE
 
@@ -157,6 +157,39 @@ def test_random_shift_and_flip_moves_each_image_by_its_own_offset():
     flipped = objectives.random_shift_and_flip(x, seed, 0, True).numpy()
     where = np.argmax(flipped[:, 4, :, 0], axis=1)
     assert set(where) == {2, 6} and 10 < (where == 6).sum() < 54     # mirrored about half the time
+
+
+def test_cutout_zeroes_one_square_per_image_clipped_at_the_border():
+    x = np.ones((200, 10, 10, 1), np.float32)
+    out = objectives.random_shift_and_flip(x, tf.constant([1, 2], tf.int32), 0, False, cutout=4).numpy()
+    holes = out[..., 0] == 0
+    assert holes.any(axis=(1, 2)).all() and (holes.sum(axis=(1, 2)) <= 16).all()
+    assert (holes.sum(axis=(1, 2)) == 16).mean() > 0.3 and (holes.sum(axis=(1, 2)) < 16).any()  # some clipped
+    for hole in holes[:20]:                                     # one axis-aligned square (or its clipped part)
+        r, c = np.nonzero(hole)
+        assert hole[r.min():r.max() + 1, c.min():c.max() + 1].all() and np.ptp(r) < 4 and np.ptp(c) < 4
+
+
+def test_fixmatch_term_is_the_cross_entropy_of_confident_pseudo_labels():
+    logits = tf.constant([[4.0, 0.0, 0.0], [0.2, 0.0, 0.1]])          # confident (0.96) and not (0.37)
+    x = tf.zeros([2, 4, 4, 1])
+    student = tf.constant([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    term = objectives.augmentation_kl(lambda xp: student, x, logits, tf.constant([0, 1]), 0, False,
+                                      threshold=0.95).numpy()
+    log_q = tf.nn.log_softmax(student).numpy()
+    np.testing.assert_allclose(term, [-log_q[0, 0], 0.0], rtol=1e-6)  # hard label 0 on the confident row only
+    kl = objectives.augmentation_kl(lambda xp: student, x, logits, tf.constant([0, 1]), 0, False).numpy()
+    p = tf.nn.softmax(logits).numpy()
+    np.testing.assert_allclose(kl, (p * (np.log(p) - log_q)).sum(-1), rtol=1e-5)
+
+
+def test_fixmatch_term_trains_through_the_model():
+    model = tiny_model(augment_weight=1.0, augment_cutout=3, augment_threshold=0.5)
+    x = tf.random.uniform([6, 28, 28, 1], seed=1)
+    terms = model.objective_terms(x, tf.constant([0, 1, -1, -1, -1, -1]), training=True)
+    assert terms["augment"].shape == (6,) and np.isfinite(terms["augment"].numpy()).all()
+    with pytest.raises(ConfigError, match="augment_threshold"):
+        ObjectiveConfig(augment_threshold=1.0).validate()
 
 
 def test_cluster_error_matches_clusters_to_classes_one_to_one():

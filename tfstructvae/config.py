@@ -151,6 +151,10 @@ class ObjectiveConfig:
     augment_weight: float = 0.0
     augment_shift: int = 2
     augment_flip: bool = False
+    augment_cutout: int = 0            # side of a square set to 0 at a random place in t(x); 0 = none
+    # > 0: the augmentation term is FixMatch's pseudo-label: -log q(argmax q(y|x) | t(x)) where
+    # max q(y|x) reaches this confidence (0.95 in Sohn et al. 2020); 0: KL(q(y|x) || q(y|t(x))).
+    augment_threshold: float = 0.0
     # Share of the ELBO's gradient that reaches the classifier q(y|x) of labelled categorical nodes
     # (through its enumeration weights, plug-in vector or relaxed sample, and its KL). 1 = the
     # paper's objective; 0 trains q(y|x) only on the labels and the regularisers above, while the
@@ -170,9 +174,12 @@ class ObjectiveConfig:
         if self.estimator not in ESTIMATORS:
             raise ConfigError(f"unknown estimator {self.estimator!r}; expected one of {ESTIMATORS}")
         for name in ("alpha", "entropy_weight", "consistency_weight", "consistency_epsilon",
-                     "consistency_xi", "augment_weight", "augment_shift", "classifier_elbo_weight"):
+                     "consistency_xi", "augment_weight", "augment_shift", "augment_cutout", "classifier_elbo_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.augment_threshold < 1:
+            raise ConfigError(f"augment_threshold must lie in [0, 1) (a confidence; 0 = the KL form), "
+                              f"got {self.augment_threshold}")
         if self.kl_warmup_steps < 0:
             raise ConfigError(f"kl_warmup_steps must be >= 0, got {self.kl_warmup_steps}")
         if self.temperature <= 0 or (self.temperature_start is not None and self.temperature_start <= 0):

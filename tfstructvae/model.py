@@ -405,7 +405,7 @@ class StructuredVAE(keras.Model):
                 objectives.augmentation_kl(
                     lambda xp, n=node.name: self.q_node(n, xp, [], training).logits_parameter(),
                     x, per_node[node.name][0].logits_parameter(), self._sample_seed(),
-                    cfg.augment_shift, cfg.augment_flip)
+                    cfg.augment_shift, cfg.augment_flip, cfg.augment_cutout, cfg.augment_threshold)
                 for node in self.regularised])
         return terms
 

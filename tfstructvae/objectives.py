@@ -50,8 +50,10 @@ unlabelled data. The consistency term is virtual adversarial training (Miyato
 et al. 2018): the KL between q(y|x) and q(y|x + r) for the perturbation r of
 L2 norm `epsilon` that changes q(y|x) most, found by one power iteration. The
 augmentation term asks the same of a random transformation t: a shift of up to
-`augment_shift` pixels each way and, where the data allow it (clothes, faces;
-not digits), a horizontal flip (Laine & Aila 2017; Xie et al. 2020).
+`augment_shift` pixels each way, where the data allow it (clothes, faces; not
+digits) a horizontal flip, and optionally a cutout square (Laine & Aila 2017;
+Xie et al. 2020). With `augment_threshold` > 0 it becomes FixMatch's confident
+pseudo-label instead of the KL (Sohn et al. 2020; `augmentation_kl`).
 """
 
 from __future__ import annotations
@@ -91,9 +93,10 @@ def virtual_adversarial_kl(logits_fn, x, logits, seed, epsilon, xi=10.0):
     return tfd.kl_divergence(target, tfd.Categorical(logits=logits_fn(x + r_adv)))
 
 
-def random_shift_and_flip(x, seed, max_shift: int, flip: bool):
-    """Each image shifted by its own offset in [-max_shift, max_shift]^2 (zero fill) and, with
-    `flip`, mirrored left-right with probability 1/2. (B, H, W, C) -> (B, H, W, C)"""
+def random_shift_and_flip(x, seed, max_shift: int, flip: bool, cutout: int = 0):
+    """Each image shifted by its own offset in [-max_shift, max_shift]^2 (zero fill), with `flip`
+    mirrored left-right with probability 1/2, and with `cutout` a `cutout` x `cutout` square at a
+    random centre set to 0 (DeVries & Taylor 2017; clipped at the border). (B, H, W, C) -> same"""
     x = tf.convert_to_tensor(x)
     b, h, w = tf.shape(x)[0], x.shape[1], x.shape[2]
     seeds = tf.random.experimental.stateless_split(seed, 2)
@@ -106,13 +109,33 @@ def random_shift_and_flip(x, seed, max_shift: int, flip: bool):
     if flip:
         mirror = tf.random.stateless_uniform([b], seeds[1]) < 0.5
         x = tf.where(mirror[:, None, None, None], tf.reverse(x, axis=[2]), x)
+    if cutout:
+        hole_seed = tf.random.experimental.stateless_split(seed, 3)[2]
+        corner = tf.random.stateless_uniform([b, 2], hole_seed, 0, 1) * tf.constant([h, w], tf.float32)
+        corner = tf.cast(corner, tf.int32) - cutout // 2                             # (B, 2) top-left
+        in_rows = (tf.range(h)[None] >= corner[:, :1]) & (tf.range(h)[None] < corner[:, :1] + cutout)
+        in_cols = (tf.range(w)[None] >= corner[:, 1:]) & (tf.range(w)[None] < corner[:, 1:] + cutout)
+        hole = in_rows[:, :, None, None] & in_cols[:, None, :, None]                 # (B, H, W, 1)
+        x = tf.where(hole, tf.zeros_like(x), x)
     return x
 
 
-def augmentation_kl(logits_fn, x, logits, seed, max_shift: int = 2, flip: bool = False):
-    """KL(q(y|x) || q(y|t(x))) for a random shift (and flip) t, the target held fixed. (B,)"""
-    target = tfd.Categorical(logits=tf.stop_gradient(logits))
-    return tfd.kl_divergence(target, tfd.Categorical(logits=logits_fn(random_shift_and_flip(x, seed, max_shift, flip))))
+def augmentation_kl(logits_fn, x, logits, seed, max_shift: int = 2, flip: bool = False, cutout: int = 0,
+                    threshold: float = 0.0):
+    """Consistency of q(y|x) under a random transformation t, the target q(y|x) held fixed. (B,)
+
+    threshold = 0: KL(q(y|x) || q(y|t(x))). threshold > 0: FixMatch's pseudo-label (Sohn et al.
+    2020), -log q(y = argmax q(y|x) | t(x)) on the examples where max q(y|x) >= threshold, else 0:
+    only confident predictions teach, and they teach a hard class, so q(y|x)'s own mistakes at low
+    confidence are not copied onto the transformed image.
+    """
+    target = tf.stop_gradient(logits)
+    transformed = tfd.Categorical(logits=logits_fn(random_shift_and_flip(x, seed, max_shift, flip, cutout)))
+    if not threshold:
+        return tfd.kl_divergence(tfd.Categorical(logits=target), transformed)
+    probs = tf.nn.softmax(target)
+    confident = tf.cast(tf.reduce_max(probs, -1) >= threshold, tf.float32)
+    return -confident * transformed.log_prob(tf.argmax(probs, -1, output_type=tf.int32))
 
 
 def per_example_loss(terms: dict, alphas: dict, beta=1.0, entropy_weight=0.0, consistency_weight=0.0,
