@@ -12,7 +12,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfstructvae import Bernoulli, Categorical, LatentGraph, Normal, StructuredVAE
-from tfstructvae.config import PRESETS, Config, ConfigError, ModelConfig, ObjectiveConfig, TrainConfig, parse_overrides
+from tfstructvae.config import PRESETS, Config, ConfigError, DataConfig, ModelConfig, ObjectiveConfig, TrainConfig, parse_overrides
 from tfstructvae.families import BernoulliFamily, CategoricalFamily
 from tfstructvae.graph import GraphError
 
@@ -370,3 +370,64 @@ def test_mnist_relaxed_holds_siddharth_2017_settings():
     assert (cfg.objective.estimator, cfg.objective.temperature, cfg.objective.alpha) == ("relaxed", 0.66, 0.1)
     assert (cfg.model.hidden_units, cfg.model.style_dim, cfg.data.batch_size) == ((256,), 50, 128)
     assert cfg.objective.consistency_weight == cfg.objective.entropy_weight == 0    # the paper's objective alone
+
+
+def test_labelled_tail_gives_the_same_terms():
+    # A graph without sampled nodes is deterministic: the step's terms computed in two parts, the
+    # labelled tail with `a` and `b` fed once, equal those of the whole minibatch enumerated.
+    model = small(two_digit_graph())
+    x = images(6)
+    labels = {"a": tf.constant([-1, -1, -1, 0, 2, 1]), "b": tf.constant([-1, -1, -1, 1, 0, 1])}
+    whole = model.objective_terms(x, labels, training=True)
+    model.set_labelled_tail(3, ("a", "b"))
+    parts = model.training_terms(x, labels)
+    assert set(parts) == set(whole)
+    for k in whole:
+        np.testing.assert_allclose(parts[k].numpy(), whole[k].numpy(), rtol=2e-5, atol=2e-5, err_msg=k)
+    model.set_labelled_tail(0)
+    assert model.labelled_tail == 0 and model.training_terms(x, labels)["elbo"].shape == (6,)
+
+
+def decoder_rows(model):
+    """Record the batch shape of every p(x | latents) the model builds."""
+    shapes, original = [], model.p_x_given_latents
+
+    def spy(values, training=False):
+        p = original(values, training)
+        shapes.append(tuple(p.batch_shape))
+        return p
+    model.p_x_given_latents = spy
+    return shapes
+
+
+@pytest.mark.parametrize("known,tail_rows", [(("a", "b"), (2,)), (("a",), (2, 2))])
+def test_labelled_tail_decodes_labelled_rows_once(known, tail_rows):
+    model = small(LatentGraph(Categorical("a", 3, labelled=True), Categorical("b", 2, labelled=True),
+                              Normal("z", 2, parents=("a", "b"))), estimator="enumerate")
+    model.set_labelled_tail(2, known)                                 # with ("a",): `b` missing on labelled rows
+    shapes = decoder_rows(model)
+    labels = {"a": tf.constant([-1, -1, 1, 2]), "b": tf.constant([-1, -1, 0, 1 if len(known) == 2 else -1])}
+    terms = model.training_terms(images(), labels)
+    assert shapes == [tail_rows, (6, 2)]                      # tail first; the head enumerates all 3 x 2 values
+    assert all(np.isfinite(v.numpy()).all() and v.shape[0] == 4 for v in terms.values())
+    plugin = small(LatentGraph(Categorical("a", 3, labelled=True)), estimator="plugin")
+    plugin.set_labelled_tail(2, ("a",))
+    assert plugin.labelled_tail == 0                          # nothing enumerated: nothing to save
+
+
+def test_share_mode_training_declares_its_labelled_tail(mnist):
+    from tfstructvae.train import labelled_tail
+    from tfstructvae.data import labelled_split
+    from tfstructvae.data.pairs import mnist_pairs
+    pairs = mnist_pairs(mnist, n_train=300, n_test=40)
+    graph = ({"family": "categorical", "name": "left", "size": 10, "labelled": True},
+             {"family": "categorical", "name": "right", "size": 10, "labelled": True},
+             {"family": "normal", "name": "style", "size": 2, "parents": ["left", "right"]})
+    split = labelled_split(pairs.y_train, 2, 10, 0)
+    for mode, share, expect in (("share", 0.2, (4, ("left", "right"))), ("share", 1.0, (20, ("left", "right"))),
+                                ("rate", 0.1, (0, ())), ("rate", 1.0, (20, ("left", "right")))):
+        cfg = Config(data=DataConfig(labels_per_class=2, batch_size=20, node_labels="labelled",
+                                     supervision_mode=mode, labelled_share=share, supervision_rate=share),
+                     model=ModelConfig(hidden_units=(8,), graph=graph)).validate()
+        rows, known = labelled_tail(cfg, pairs, split)
+        assert (rows, tuple(sorted(known))) == expect, (mode, share)

@@ -18,6 +18,9 @@ Estimators (Kingma et al. 2014; Siddharth et al. 2016; Maddison/Jang et al. 2017
     plugin     the probability vector E_q[n] is fed to the networks (one call of B rows)
     relaxed    a reparameterised Concrete / Gumbel-softmax sample at a temperature
     sample     Normal nodes: a reparameterised sample
+    observed   a node known on every example of the minibatch: its value, fed once
+               (what `enumerate` becomes on a block of labelled examples; see
+               `StructuredVAE.set_labelled_tail`)
 
 Terms of shape (E, B) become per-example terms by `expectation(weights, t)`:
 sum_e w[e, b] t[e, b]. The model walks the graph in order and never asks which
@@ -96,6 +99,16 @@ class Relaxed:
         return NodeTerms(value, _kl_or_log_prior(family, q, prior, observed, mask, ctx, kl))
 
 
+class Observed:
+    """A node whose value is given on every example: that value, one row (no enumeration)."""
+    name = "observed"
+
+    def __call__(self, family, q, prior, observed, mask, ctx) -> NodeTerms:
+        if observed is None:
+            raise ValueError("a node declared observed on these examples came without labels")
+        return NodeTerms(observed, -prior.log_prob(observed))
+
+
 class Enumerate:
     """Every value of the node on the shared row axis, weighted by q (or the label)."""
     name = "enumerate"
@@ -127,14 +140,15 @@ def enumeration_rows(sizes: dict[str, int], max_rows: int) -> dict[str, tf.Tenso
     return tables
 
 
-def build_estimators(graph, default: str, max_rows: int) -> dict:
-    """The estimator of every node: its own, else `default` where it applies, else its family's default."""
+def build_estimators(graph, default: str, max_rows: int, observed=()) -> dict:
+    """The estimator of every node: its own, else `default` where it applies, else its family's default;
+    `observed` nodes (known on every example the estimators will see) take `Observed`."""
     chosen = {}
     for node in graph:
         name = node.estimator or (default if default in node.estimators else node.default_estimator)
-        chosen[node.name] = name
+        chosen[node.name] = "observed" if node.name in observed else name
     rows = enumeration_rows({n: graph[n].size for n, e in chosen.items() if e == "enumerate"}, max_rows)
-    make = {"sample": Sample, "plugin": PlugIn, "relaxed": Relaxed}
+    make = {"sample": Sample, "plugin": PlugIn, "relaxed": Relaxed, "observed": Observed}
     return {n: Enumerate(rows[n]) if e == "enumerate" else make[e]() for n, e in chosen.items()}
 
 

@@ -89,6 +89,7 @@ class StructuredVAE(keras.Model):
         self.estimators = build_estimators(graph, objective_config.estimator,
                                            objective_config.max_enumeration_rows)
         self.classifier_names = {n.name for n in graph.classifier_nodes}
+        self.labelled_tail, self._tail_estimators = 0, None       # set_labelled_tail
         self.label_node = graph.classifier_nodes[0] if graph.classifier_nodes else None
         self.num_classes = self.label_node.size if self.label_node else None
         # Regularisers on q(y|x) (entropy, consistency) apply to labelled categorical nodes; the
@@ -341,13 +342,57 @@ class StructuredVAE(keras.Model):
 
     # -------------------------------------------------------------- objective
 
-    def objective_terms(self, x, labels=None, training=False) -> dict[str, tf.Tensor]:
+    def set_labelled_tail(self, rows: int, observed_nodes=()) -> None:
+        """Declare that the last `rows` examples of every training minibatch carry the labels of
+        `observed_nodes` (as the `share` pipeline lays minibatches out, and all-labelled ones).
+
+        The training step then computes those examples apart, feeding each such node that
+        `enumerate` would enumerate its label once (`estimators.Observed`): the same objective,
+        with E * (B - rows) + E' * rows decoder rows instead of E * B (E' the product of the
+        sizes of the enumerated nodes left). rows = 0 turns it off. Not applied under a strategy
+        with several replicas (which splits minibatches across them) or with batch norm (whose
+        statistics would be taken over two parts).
+        """
+        enumerated = {n for n, e in self.estimators.items() if e.name == "enumerate"}
+        pinned = tuple(n for n in observed_nodes if n in enumerated)
+        if rows < 0:
+            raise ValueError(f"rows must be >= 0, got {rows}")
+        self.labelled_tail = int(rows) if pinned and not self.model_config.batch_norm else 0
+        self._tail_estimators = (build_estimators(self.latent_graph, self.objective_config.estimator,
+                                                  self.objective_config.max_enumeration_rows, observed=pinned)
+                                 if self.labelled_tail else None)
+
+    def training_terms(self, x, labels):
+        """`objective_terms` in training, the labelled tail (`set_labelled_tail`) computed apart."""
+        batch, tail = x.shape[0], self.labelled_tail
+        if (not tail or batch is None or tail > batch
+                or tf.distribute.get_strategy().num_replicas_in_sync > 1):
+            return self.objective_terms(x, labels, training=True)
+        head = batch - tail
+
+        def rows(t, a, b):
+            return tf.nest.map_structure(lambda v: v[a:b], t)
+        tail_terms = self.objective_terms(x[head:], rows(labels, head, batch), training=True,
+                                          estimators=self._tail_estimators)
+        if not head:
+            return tail_terms
+        head_terms = self.objective_terms(x[:head], rows(labels, 0, head), training=True)
+
+        def per_example(t, n):     # terms that are a constant 0 for a graph without the nodes they need
+            t = tf.convert_to_tensor(t, tf.float32)
+            return t if t.shape.rank else tf.fill([n], t)
+        return {k: tf.concat([per_example(head_terms[k], head), per_example(tail_terms[k], tail)], 0)
+                for k in head_terms}
+
+    def objective_terms(self, x, labels=None, training=False, estimators=None) -> dict[str, tf.Tensor]:
         """Per-example terms of the objective, shape (B,) each (see objectives.py).
 
         `labels`: a tensor for the graph's one labelled node or {node: values}; -1 (discrete)
-        or NaN (Normal) marks a missing value, a missing key an unlabelled node.
+        or NaN (Normal) marks a missing value, a missing key an unlabelled node. `estimators`:
+        the nodes' estimators, if not the model's own (`training_terms`).
         """
         x = self._check_images(x)
+        estimators = estimators or self.estimators
         observations = self._observations(labels)
         ctx = Context(seed=self._sample_seed, temperature=self._temperature())
         values, weights, per_node = {}, None, {}
@@ -360,7 +405,7 @@ class StructuredVAE(keras.Model):
                 # The same q for the ELBO, with a scaled gradient into the classifier (config.py).
                 q_elbo = family.distribution(objectives.scale_gradient(
                     q.logits_parameter(), self.objective_config.classifier_elbo_weight), name=node.name)
-            node_terms = self.estimators[node.name](family, q_elbo, self.prior(node.name, values), observed,
+            node_terms = estimators[node.name](family, q_elbo, self.prior(node.name, values), observed,
                                                     mask, ctx)
             values[node.name] = node_terms.value                                # (B, V) | (E, 1|B, V)
             if node_terms.weight is not None:
@@ -459,7 +504,7 @@ class StructuredVAE(keras.Model):
         x, labels = data
         cfg = self.objective_config
         with tf.GradientTape() as tape:
-            terms = self.objective_terms(x, labels, training=True)
+            terms = self.training_terms(x, labels)
             beta = objectives.kl_warmup(self.optimizer.iterations, cfg.kl_warmup_steps)
             loss_per_example = objectives.per_example_loss(
                 terms, self.alphas(), beta, cfg.entropy_weight, cfg.consistency_weight, cfg.augment_weight)   # (B,)

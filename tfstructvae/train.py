@@ -153,7 +153,29 @@ def prepare_training(cfg: Config, data: ImageDataset | None = None) -> Training:
                                       node_labels(cfg, data, "train", split.validation), EVAL_BATCH)
                   if len(split.validation) else None)
     model = compile_model(build_model(cfg, data.image_shape), cfg, steps)
+    model.set_labelled_tail(*labelled_tail(cfg, data, split))
     return Training(cfg, data, split, steps, validation, model)
+
+
+def labelled_tail(cfg: Config, data: ImageDataset, split: LabelledSplit) -> tuple[int, tuple[str, ...]]:
+    """How many examples at the end of every training minibatch come from the labelled pool
+    (`share` mode; every example when all minibatches are labelled), and the categorical nodes
+    whose labels that pool holds in full: what `Training.pipeline` guarantees the step."""
+    d = cfg.data
+    share = d.supervision_rate if d.supervision_mode == "rate" else d.labelled_share
+    if share >= 1:
+        rows = d.batch_size
+    elif d.supervision_mode == "share" and share > 0:
+        rows = round(share * d.batch_size)                 # as training_pipeline draws them
+    else:
+        return 0, ()
+    graph = cfg.model.latent_graph()
+    labels = node_labels(cfg, data, "train", split.labelled)
+    if not isinstance(labels, dict):
+        labels = {graph.label.name: labels}
+    known = tuple(n for n, v in labels.items()
+                  if graph[n].family == "categorical" and len(v) and np.all(np.asarray(v) >= 0))
+    return rows, known
 
 
 def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resume: bool = False,
