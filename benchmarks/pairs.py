@@ -8,7 +8,9 @@ Trains the `mnist-pairs` preset (28x56 images of two MNIST digits; `left` and `r
 on the same labelled pairs alone, the same networks as a supervised classifier (labelled
 minibatches only, no consistency term: `data.labelled_share=1`, `objective.consistency_weight=0`).
 Reports per-position and both-correct test error on the 10,000 test pairs (built from MNIST's
-test digits only), and draws, per run, the right digit swapped 0..9 with the left digit and the
+test digits only), how well the decoder obeys a swapped right digit (500 test pairs decoded
+with each right digit, read back by the encoder: `swap_accuracy/right`, and `swap_kept/left`
+for the left digit held), and draws, per run, the right digit swapped 0..9 with the left digit and the
 style of a test pair held. Runs are resumable (finished runs are reused).
 """
 
@@ -27,6 +29,27 @@ def errors(model, data, batch: int = 500) -> dict:
     wrong = {n: predicted[n] != truth[n] for n in truth}
     return {"test_error/left": float(wrong["left"].mean()), "test_error/right": float(wrong["right"].mean()),
             "test_error/both": float((wrong["left"] | wrong["right"]).mean())}
+
+
+def swap_accuracy(model, data, n: int = 500, batch: int = 50) -> dict:
+    """Control of the right digit in the decoder: n test pairs decoded with `right` set to each of
+    0..9 (left digit and style as the encoder reads them), then read back by the encoder.
+    `swap_accuracy/right`: how often q(right | decoded) names the digit set;
+    `swap_kept/left`: how often q(left | decoded) still names the left digit read from the pair."""
+    import tensorflow as tf
+    x = data.x_test[:n].astype(np.float32) / 255.0
+    hits, kept, total = 0, 0, 0
+    for i in range(0, len(x), batch):
+        q = model.encode(x[i:i + batch])
+        held = {name: model.point_value(name, d) for name, d in q.items()}
+        left = tf.argmax(q["left"].probs_parameter(), -1)
+        for digit in range(10):
+            named = dict(held, right=tf.fill([len(left)], digit))
+            decoded = model.decode(**named).mean()
+            hits += int(tf.reduce_sum(tf.cast(tf.argmax(model.classify(decoded, node="right"), -1) == digit, tf.int32)))
+            kept += int(tf.reduce_sum(tf.cast(tf.argmax(model.classify(decoded, node="left"), -1) == left, tf.int32)))
+            total += len(left)
+    return {"swap_accuracy/right": hits / total, "swap_kept/left": kept / total, "swap_pairs": len(x)}
 
 
 def swap_figure(model, data, path: str, rows: int = 4) -> None:
@@ -57,7 +80,9 @@ def swap_figure(model, data, path: str, rows: int = 4) -> None:
 def main(argv=None) -> int:
     from budgets import arguments, run_budgets
 
-    args = arguments(__doc__, "10,100", "runs/pairs", "the MNIST files").parse_args(argv)
+    parser = arguments(__doc__, "10,100", "runs/pairs", "the MNIST files")
+    parser.add_argument("--swap-pairs", type=int, default=500, help="test pairs decoded with each right digit")
+    args = parser.parse_args(argv)
     from tfstructvae.rundir import load_run
     from tfstructvae.train import load_data
     data = {}
@@ -67,11 +92,15 @@ def main(argv=None) -> int:
         if "pairs" not in data:
             data["pairs"] = load_data(cfg)
         row = {"labelled_pairs": metrics["labelled_examples"], **errors(model, data["pairs"])}
+        line = ""
         if kind == "semi-supervised":
             row["figure"] = os.path.splitext(args.out)[0] + f"_l{l}_s{seed}.png"
             swap_figure(model, data["pairs"], row["figure"])
+            row.update(swap_accuracy(model, data["pairs"], args.swap_pairs))
+            line = (f"  swapped right read back {100 * row['swap_accuracy/right']:.1f}%, "
+                    f"left kept {100 * row['swap_kept/left']:.1f}%")
         return row, (f"{row['labelled_pairs']} labelled pairs: error left {100 * row['test_error/left']:.2f}%  "
-                     f"right {100 * row['test_error/right']:.2f}%  both {100 * row['test_error/both']:.2f}%")
+                     f"right {100 * row['test_error/right']:.2f}%  both {100 * row['test_error/both']:.2f}%" + line)
 
     run_budgets("mnist-pairs", args, "pairs.py", describe, argv)
     return 0

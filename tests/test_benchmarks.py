@@ -134,7 +134,7 @@ def test_morpho_benchmark_reports_r2_and_controllability(tmp_path, mnist):
 def test_pairs_benchmark_reports_both_positions(tmp_path, mnist_dir):
     out = tmp_path / "pairs.json"
     run("pairs.py", "--data-dir", mnist_dir, "--labels", "10", "--seeds", "0", "--epochs", "1",
-        "--steps-per-epoch", "3", "--runs-dir", str(tmp_path / "runs"), "--out", str(out),
+        "--steps-per-epoch", "3", "--runs-dir", str(tmp_path / "runs"), "--out", str(out), "--swap-pairs", "20",
         "--set", "model.hidden_units=[16]", "--set", "model.classifier_units=[16]")
     rows = json.load(open(out))["runs"]
     assert [r["kind"] for r in rows] == ["semi-supervised", "supervised"]
@@ -142,6 +142,8 @@ def test_pairs_benchmark_reports_both_positions(tmp_path, mnist_dir):
         assert r["labelled_pairs"] == 100
         assert max(r["test_error/left"], r["test_error/right"]) <= r["test_error/both"] <= 1
     assert os.path.getsize(rows[0]["figure"]) > 0
+    assert 0 <= rows[0]["swap_accuracy/right"] <= 1 and 0 <= rows[0]["swap_kept/left"] <= 1
+    assert rows[0]["swap_pairs"] == 20
 
 
 YALEB = os.path.join(REPO, "..", "shared", "data", "yaleb")
@@ -154,7 +156,9 @@ def test_yaleb_benchmark_reports_identity_and_lighting(tmp_path):
     out = tmp_path / "yaleb.json"
     run("yaleb.py", "--data-dir", YALEB, "--labels", "5", "--seeds", "0", "--epochs", "1",
         "--steps-per-epoch", "3", "--runs-dir", str(tmp_path / "runs"), "--out", str(out), "--no-baseline",
+        "--control-faces", "10",
         "--set", "model.hidden_units=[16]", "--set", "model.classifier_units=[16]")
     (r,) = json.load(open(out))["runs"]
     assert r["labelled_faces"] == 190 and 0 <= r["test_error"] <= 1 and r["test_r2/lighting"] <= 1
     assert all(os.path.getsize(f) > 0 for f in r["figures"]) and len(r["figures"]) == 2
+    assert 0 <= r["identity_swap_accuracy"] <= 1 and r["lighting_swap_r2"] <= 1 and r["control_faces"] == 10
