@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 
 # The same networks as a classifier on the labelled images alone: labelled minibatches only (the
@@ -54,6 +55,39 @@ def run_budgets(preset: str, args, script: str, describe, argv=None) -> list[dic
                 rows.append({"kind": kind, "labels_per_class": l, "seed": seed, **row,
                              "epochs": metrics["epochs"], "wall_time_s": metrics["wall_time_s"]})
                 print(f"{kind:15s} l={l:<4d} seed {seed}: {line}  ({metrics['wall_time_s']:.0f} s)", flush=True)
-                write_json_atomic(args.out, {"runs": rows, "command": " ".join(
+                write_json_atomic(args.out, {"runs": rows, "summary": summarise(rows), "command": " ".join(
                     ["python", f"benchmarks/{script}", *(argv or sys.argv[1:])])})
+    print("\n" + markdown(summarise(rows)))
     return rows
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean and sd over label draws of every measured figure, per (kind, labels per class)."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["kind"], r["labels_per_class"]), []).append(r)
+    out = []
+    for (kind, l), runs in groups.items():
+        keys = [k for k, v in runs[0].items() if isinstance(v, float) and k != "wall_time_s"]
+        cell = {"kind": kind, "labels_per_class": l, "n_seeds": len(runs)}
+        for k in keys:
+            values = [r[k] for r in runs if k in r]
+            cell[k] = {"mean": statistics.mean(values),
+                       "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+        out.append(cell)
+    return out
+
+
+def markdown(summary: list[dict]) -> str:
+    """The summary as a table: one row per (kind, l), a column per figure (mean +- sd; errors in %)."""
+    keys = sorted({k for s in summary for k, v in s.items() if isinstance(v, dict)})
+    lines = ["| kind | l | seeds | " + " | ".join(keys) + " |", "|" + " --- |" * (3 + len(keys))]
+    for s in summary:
+        cells = []
+        for k in keys:
+            v = s.get(k)
+            scale = 100 if ("error" in k or "accuracy" in k or "kept" in k) else 1
+            digits = 2 if scale == 100 else 3
+            cells.append(f"{scale * v['mean']:.{digits}f} ± {scale * v['sd']:.{digits}f}" if v else "")
+        lines.append(f"| {s['kind']} | {s['labels_per_class']} | {s['n_seeds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -144,6 +144,9 @@ def test_pairs_benchmark_reports_both_positions(tmp_path, mnist_dir):
     assert os.path.getsize(rows[0]["figure"]) > 0
     assert 0 <= rows[0]["swap_accuracy/right"] <= 1 and 0 <= rows[0]["swap_kept/left"] <= 1
     assert rows[0]["swap_pairs"] == 20
+    summary = json.load(open(out))["summary"]
+    assert [(c["kind"], c["n_seeds"]) for c in summary] == [("semi-supervised", 1), ("supervised", 1)]
+    assert summary[0]["test_error/left"] == {"mean": rows[0]["test_error/left"], "sd": 0.0}
 
 
 YALEB = os.path.join(REPO, "..", "shared", "data", "yaleb")
