@@ -92,11 +92,35 @@ def roofline_seconds(shapes, steps: int, warmup: int) -> float:
     return time_calls(lambda: products().numpy(), steps, warmup)
 
 
-def step_seconds(cfg, batch, steps, warmup) -> tuple[float, object]:
+def labelled_rows(cfg, batch: int) -> int:
+    """The labelled examples at the end of a `share`-mode minibatch (as the pipeline draws them)."""
+    return round(cfg.data.labelled_share * batch) if cfg.data.supervision_mode == "share" else 0
+
+
+def step_shapes(model, batch: int, estimator: str) -> list[tuple[int, int, int]]:
+    """dense_shapes for the step as it runs: a labelled tail (`set_labelled_tail`) is a second
+    pass of its own rows with the class fed once, like plug-in's single pass."""
+    tail = model.labelled_tail
+    if not tail:
+        return dense_shapes(model, batch, estimator)
+    return dense_shapes(model, batch - tail, estimator) + dense_shapes(model, tail, "plugin")
+
+
+def step_seconds(cfg, batch, steps, warmup, labelled_tail: bool = True) -> tuple[float, object]:
+    """One fixed minibatch laid out as the preset's pipeline lays it out: in `share` mode the last
+    round(share * B) examples labelled (and, with `labelled_tail`, declared so to the model); in
+    `rate` mode about a tenth of the examples labelled at random places."""
     model = compile_model(build_model(cfg, (28, 28, 1)), cfg, steps_per_epoch=1000)
     rng = np.random.default_rng(0)
     x = tf.constant(rng.uniform(size=(batch, 28, 28, 1)), tf.float32)
-    y = tf.constant(np.where(rng.uniform(size=batch) < 0.1, rng.integers(0, 10, batch), -1), tf.int32)
+    tail = labelled_rows(cfg, batch)
+    if tail:
+        y = np.concatenate([np.full(batch - tail, -1), rng.integers(0, 10, tail)])
+        if labelled_tail:
+            model.set_labelled_tail(tail, (model.label_node.name,))
+    else:
+        y = np.where(rng.uniform(size=batch) < 0.1, rng.integers(0, 10, batch), -1)
+    y = tf.constant(y, tf.int32)
     iterator = iter(tf.data.Dataset.from_tensors((x, y)).repeat())
     model.make_train_function()
     train = model.train_function
@@ -117,6 +141,8 @@ def main(argv=None) -> int:
     p.add_argument("--estimators", default="plugin,enumerate")
     p.add_argument("--steps", type=int, default=60, help="timed steps per configuration")
     p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--no-labelled-tail", action="store_true",
+                   help="share mode: enumerate the labelled examples too, as before the labelled tail")
     args = p.parse_args(argv)
 
     results = []
@@ -124,12 +150,13 @@ def main(argv=None) -> int:
         for xla in (True, False):
             cfg = get_preset(args.preset).override(**{
                 "objective.estimator": estimator, "train.jit_compile": xla, "data.batch_size": args.batch_size})
-            seconds, model = step_seconds(cfg, args.batch_size, args.steps, args.warmup)
-            shapes = dense_shapes(model, args.batch_size, estimator)
+            seconds, model = step_seconds(cfg, args.batch_size, args.steps, args.warmup, not args.no_labelled_tail)
+            shapes = step_shapes(model, args.batch_size, estimator)
             roof = roofline_seconds(shapes, args.steps, args.warmup)
             flops = 3 * sum(2 * m * i * o for m, i, o in shapes)
             row = {
                 "preset": args.preset, "estimator": estimator, "xla": xla, "batch_size": args.batch_size,
+                "labelled_tail": model.labelled_tail,
                 "step_ms": 1e3 * seconds, "examples_per_sec": args.batch_size / seconds,
                 "roofline_ms": 1e3 * roof, "roofline_examples_per_sec": args.batch_size / roof,
                 "roofline_fraction": roof / seconds,

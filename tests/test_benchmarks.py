@@ -48,6 +48,22 @@ def test_throughput_writes_roofline_fields(tmp_path):
         assert r["examples_per_sec"] > 0 and r["roofline_examples_per_sec"] > 0
         assert r["roofline_fraction"] > 0
         assert abs(r["roofline_fraction"] - r["examples_per_sec"] / r["roofline_examples_per_sec"]) < 1e-9
+        assert r["labelled_tail"] == 0                                    # mnist-paper: rate mode
+
+
+def test_throughput_counts_the_labelled_tail_once():
+    # Labelled examples skip exactly their share of what enumeration adds over plug-in.
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from throughput import step_shapes
+    from tfstructvae import get_preset
+    from tfstructvae.train import build_model
+
+    def work(model, estimator):
+        return sum(m * i * o for m, i, o in step_shapes(model, 100, estimator))
+    model = build_model(get_preset("mnist-best"), (28, 28, 1))
+    enumerated, plugin = work(model, "enumerate"), work(model, "plugin")
+    model.set_labelled_tail(20, ("y",))
+    assert abs((enumerated - work(model, "enumerate")) - 0.2 * (enumerated - plugin)) < 1e-3 * enumerated
 
 
 def test_supervision_rate_sweep_endpoints(tmp_path, mnist_dir):
