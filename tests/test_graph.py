@@ -431,3 +431,26 @@ def test_share_mode_training_declares_its_labelled_tail(mnist):
                      model=ModelConfig(hidden_units=(8,), graph=graph)).validate()
         rows, known = labelled_tail(cfg, pairs, split)
         assert (rows, tuple(sorted(known))) == expect, (mode, share)
+
+
+def test_shared_encoder_is_one_trunk_with_a_linear_head_per_node(tmp_path):
+    model = StructuredVAE(SHAPE, LatentGraph(Categorical("y", 3, labelled=True), Normal("z", 2, parents=("y",))),
+                          model_config=ModelConfig(hidden_units=(8,), shared_encoder=True), seed=1)
+    names = sorted(v.path for v in model.trainable_variables if v.path.startswith("q_"))
+    assert names == ["q_trunk/hidden0/bias", "q_trunk/hidden0/kernel", "q_y/in0/bias", "q_y/in0/kernel",
+                     "q_z/in0/bias", "q_z/in0/kernel", "q_z/in1/kernel"]
+    x = images()
+    trunk = model.trunk(model.x_bodies[0](x))
+    q = model.encode(x)
+    np.testing.assert_allclose(q["y"].logits_parameter().numpy(), model.q_nets[0]([trunk]).numpy(), rtol=1e-6)
+    # The labels' gradient reaches the trunk the style head reads.
+    with tf.GradientTape() as tape:
+        log_q = model.q_node("y", x, []).log_prob(tf.one_hot([0, 1, 2, 0], 3))
+    assert tf.reduce_sum(tf.abs(tape.gradient(log_q, model.trunk.trainable_variables[0]))) > 0
+    path = str(tmp_path / "shared.weights.h5")
+    model.save_weights(path)
+    again = StructuredVAE.from_config(model.get_config())
+    again.load_weights(path)
+    np.testing.assert_allclose(again.classify(x).numpy(), model.classify(x).numpy(), rtol=1e-6)
+    with pytest.raises(ConfigError, match="shared_encoder"):
+        ModelConfig(shared_encoder=True, classifier_units=(10,)).validate()

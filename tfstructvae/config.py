@@ -85,6 +85,10 @@ class ModelConfig:
     # body while the enumerated decoder stays an MLP.
     classifier_network: str | None = None
     network: str = "mlp"          # "mlp" (pixels as a vector) or "conv" (conv 32 -> 64, deconv decoder)
+    # One encoder trunk for every node of q: h(x) = the body and `hidden_units` layers, each node's
+    # parameters a linear map of [h(x), its parents] (Siddharth et al. 2017's networks). False: a
+    # network of its own per node (Kingma et al. 2014's), the classifier's shaped by `classifier_*`.
+    shared_encoder: bool = False
     likelihood: str = "bernoulli" # "bernoulli" for binary-like images, "normal" for colour images
     batch_norm: bool = False
     # Nonlinearity of the MLP layers ("relu"; "softplus" as in Kingma et al. 2014). Conv layers keep relu.
@@ -128,6 +132,9 @@ class ModelConfig:
         if self.classifier_network is not None and self.classifier_network not in NETWORKS:
             raise ConfigError(f"unknown classifier_network {self.classifier_network!r}; "
                               f"expected one of {NETWORKS}")
+        if self.shared_encoder and (self.classifier_units is not None or self.classifier_network is not None):
+            raise ConfigError("shared_encoder gives every node the same trunk; classifier_units and "
+                              "classifier_network shape a classifier network of its own: set one or the other")
         if self.likelihood not in LIKELIHOODS:
             raise ConfigError(f"unknown likelihood {self.likelihood!r}; expected one of {LIKELIHOODS}")
         if self.activation not in ACTIVATIONS:

@@ -35,7 +35,7 @@ from tfstructvae.config import Config, ModelConfig, ObjectiveConfig
 from tfstructvae.estimators import Context, build_estimators, expectation
 from tfstructvae.families import family_of
 from tfstructvae.graph import GraphError, LatentGraph
-from tfstructvae.networks import DeconvDecoder, SummedLinear, mlp, x_body
+from tfstructvae.networks import DeconvDecoder, DenseTrunk, SummedLinear, mlp, x_body
 
 tfd = tfp.distributions
 
@@ -105,13 +105,22 @@ class StructuredVAE(keras.Model):
         classifier_body = model_config.classifier_network or model_config.network
         classifier_hidden = model_config.classifier_units or hidden
         self.node_index = {n.name: i for i, n in enumerate(graph)}
-        self.x_bodies = [x_body(classifier_body if n.name in classifier_names else model_config.network, bn,
-                                name=f"q_{n.name}_body") for n in graph]
-        self.q_nets = [
-            mlp(classifier_hidden if n.name in classifier_names else hidden,
-                self.families[n.name].param_size(n.size),
-                n_inputs=1 + len(n.parents), batch_norm=bn, activation=model_config.activation, name=f"q_{n.name}")
-            for n in graph]
+        if model_config.shared_encoder:
+            # One trunk h(x); each node's parameters a linear map of [h(x), parents].
+            body = x_body(model_config.network, bn, name="q_body")
+            self.x_bodies = [body] * len(graph)
+            self.trunk = DenseTrunk(hidden, batch_norm=bn, activation=model_config.activation, name="q_trunk")
+            self.q_nets = [SummedLinear(self.families[n.name].param_size(n.size), 1 + len(n.parents),
+                                        name=f"q_{n.name}") for n in graph]
+        else:
+            self.trunk = None
+            self.x_bodies = [x_body(classifier_body if n.name in classifier_names else model_config.network, bn,
+                                    name=f"q_{n.name}_body") for n in graph]
+            self.q_nets = [
+                mlp(classifier_hidden if n.name in classifier_names else hidden,
+                    self.families[n.name].param_size(n.size), n_inputs=1 + len(n.parents), batch_norm=bn,
+                    activation=model_config.activation, name=f"q_{n.name}")
+                for n in graph]
         if model_config.network == "conv":
             if len(self.image_shape) != 3:
                 raise ValueError(f"the conv network needs (H, W, C) images, got {self.image_shape}")
@@ -168,8 +177,8 @@ class StructuredVAE(keras.Model):
     def _build_networks(self):
         x = tf.zeros([1, *self.image_shape])
         graph = self.latent_graph
-        for node, body, net in zip(graph, self.x_bodies, self.q_nets):
-            net([body(x)] + [tf.zeros([1, graph[p].size]) for p in node.parents])
+        for node in graph:
+            self.q_node(node.name, x, [tf.zeros([1, graph[p].size]) for p in node.parents])
         self.p_net([tf.zeros([1, n.size]) for n in graph])
         for name, net in self.prior_nets.items():
             net([tf.zeros([1, graph[p].size]) for p in graph[name].prior_parents])
@@ -189,7 +198,10 @@ class StructuredVAE(keras.Model):
         """q(name | x, parents(name)), batch shape (B,) or (E, B) when a parent is enumerated."""
         i = self.node_index[name]
         features = self.x_bodies[i](x, training=training)                     # (B, F)
-        out = self.q_nets[i]([features, *parent_values], training=training)
+        if self.trunk is not None:
+            out = self.q_nets[i]([self.trunk(features, training=training), *parent_values])
+        else:
+            out = self.q_nets[i]([features, *parent_values], training=training)
         floor = getattr(self.latent_graph[name], "scale_floor", None)
         return self.families[name].distribution(out, self.model_config.scale_floor if floor is None else floor,
                                                 name=name)

@@ -81,6 +81,29 @@ class SummedLinear(keras.layers.Layer):
         return h
 
 
+class DenseTrunk(keras.layers.Layer):
+    """The hidden layers of an MLP without a head: h = act(... act(W_1 x + b_1) ...). (B, d) -> (B, units[-1])
+
+    The shared encoder trunk (`model.shared_encoder`): every node's parameters are a linear map
+    of h(x) and the node's parents.
+    """
+
+    def __init__(self, hidden_units, batch_norm=False, activation="relu", **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = [keras.layers.Dense(u, name=f"hidden{j}") for j, u in enumerate(hidden_units)]
+        self.norms = ([keras.layers.BatchNormalization(name=f"bn{j}") for j in range(len(hidden_units))]
+                      if batch_norm else [])
+        self.activation = keras.activations.get(activation)
+
+    def call(self, x, training=False):
+        for j, dense in enumerate(self.hidden):
+            x = dense(x)
+            if self.norms:
+                x = self.norms[j](x, training=training)
+            x = self.activation(x)
+        return x
+
+
 def mlp(hidden_units, output_dim, n_inputs, batch_norm=False, activation="relu", name=None) -> SummedInputMLP:
     return SummedInputMLP(hidden_units, output_dim, n_inputs, batch_norm=batch_norm, activation=activation,
                           name=name)
