@@ -54,11 +54,13 @@ def control(model, data, n: int = 200, batch: int = 50, grid: int = 3) -> dict:
             "control_faces": len(x)}
 
 
-def figures(model, data, stem: str, index: int = 0, grid: int = 5, identities: int = 19) -> list[str]:
+def figures(model, data, stem: str, index: int | None = None, grid: int = 5, identities: int = 19) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import tensorflow as tf
+    if index is None:           # the best-lit test face: a face in shadow shows little of its identity
+        index = int(np.argmax(data.x_test.reshape(len(data.x_test), -1).mean(1)))
     x = data.x_test[index:index + 1].astype(np.float32) / 255.0
     held = {n: model.point_value(n, d) for n, d in model.encode(x).items()}
     light = data.node_labels_train["lighting"]
