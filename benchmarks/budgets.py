@@ -39,6 +39,7 @@ def run_budgets(preset: str, args, script: str, describe, argv=None) -> list[dic
     from tfstructvae.train import train_or_reuse
 
     rows = []
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)    # figures go beside it
     for l in [int(v) for v in args.labels.split(",")]:
         for seed in [int(s) for s in args.seeds.split(",")]:
             for kind in ("semi-supervised", *(() if args.no_baseline else ("supervised",))):
