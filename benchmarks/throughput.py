@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfstructvae.config import get_preset  # noqa: E402
+from tfstructvae.config import get_preset, parse_overrides  # noqa: E402
 from tfstructvae.rundir import write_json_atomic  # noqa: E402
 from tfstructvae.train import build_model, compile_model  # noqa: E402
 
@@ -106,17 +106,18 @@ def step_shapes(model, batch: int, estimator: str) -> list[tuple[int, int, int]]
     return dense_shapes(model, batch - tail, estimator) + dense_shapes(model, tail, "plugin")
 
 
-def step_seconds(cfg, batch, steps, warmup, labelled_tail: bool = True) -> tuple[float, object]:
+def step_seconds(cfg, batch, steps, warmup, labelled_tail: str = "auto") -> tuple[float, object]:
     """One fixed minibatch laid out as the preset's pipeline lays it out: in `share` mode the last
-    round(share * B) examples labelled (and, with `labelled_tail`, declared so to the model); in
-    `rate` mode about a tenth of the examples labelled at random places."""
+    round(share * B) examples labelled, declared to the model as a labelled tail as training does
+    (`auto`: when they are the whole minibatch), `always` or `never`; in `rate` mode about a tenth
+    of the examples labelled at random places."""
     model = compile_model(build_model(cfg, (28, 28, 1)), cfg, steps_per_epoch=1000)
     rng = np.random.default_rng(0)
     x = tf.constant(rng.uniform(size=(batch, 28, 28, 1)), tf.float32)
     tail = labelled_rows(cfg, batch)
     if tail:
         y = np.concatenate([np.full(batch - tail, -1), rng.integers(0, 10, tail)])
-        if labelled_tail:
+        if labelled_tail == "always" or (labelled_tail == "auto" and tail == batch):
             model.set_labelled_tail(tail, (model.label_node.name,))
     else:
         y = np.where(rng.uniform(size=batch) < 0.1, rng.integers(0, 10, batch), -1)
@@ -141,16 +142,20 @@ def main(argv=None) -> int:
     p.add_argument("--estimators", default="plugin,enumerate")
     p.add_argument("--steps", type=int, default=60, help="timed steps per configuration")
     p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--no-labelled-tail", action="store_true",
-                   help="share mode: enumerate the labelled examples too, as before the labelled tail")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override the preset, e.g. data.labelled_share=1.0")
+    p.add_argument("--labelled-tail", choices=("auto", "always", "never"), default="auto",
+                   help="share mode: compute the labelled examples apart, as training does (auto: when "
+                        "the whole minibatch is labelled), always, or never")
     args = p.parse_args(argv)
 
     results = []
     for estimator in args.estimators.split(","):
         for xla in (True, False):
             cfg = get_preset(args.preset).override(**{
+                **parse_overrides(args.set),
                 "objective.estimator": estimator, "train.jit_compile": xla, "data.batch_size": args.batch_size})
-            seconds, model = step_seconds(cfg, args.batch_size, args.steps, args.warmup, not args.no_labelled_tail)
+            seconds, model = step_seconds(cfg, args.batch_size, args.steps, args.warmup, args.labelled_tail)
             shapes = step_shapes(model, args.batch_size, estimator)
             roof = roofline_seconds(shapes, args.steps, args.warmup)
             flops = 3 * sum(2 * m * i * o for m, i, o in shapes)
