@@ -454,3 +454,7 @@ def test_shared_encoder_is_one_trunk_with_a_linear_head_per_node(tmp_path):
     np.testing.assert_allclose(again.classify(x).numpy(), model.classify(x).numpy(), rtol=1e-6)
     with pytest.raises(ConfigError, match="shared_encoder"):
         ModelConfig(shared_encoder=True, classifier_units=(10,)).validate()
+    calls, call = [], model.trunk.call                     # h(x) is computed once for all the nodes
+    model.trunk.call = lambda h, training=False: (calls.append(1), call(h, training))[1]
+    model.objective_terms(x, tf.constant([0, -1, 1, -1]), training=True)
+    assert len(calls) == 1

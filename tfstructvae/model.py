@@ -194,13 +194,22 @@ class StructuredVAE(keras.Model):
                              f" for this model, got {tuple(x.shape)}")
         return x
 
-    def q_node(self, name, x, parent_values, training=False) -> tfd.Distribution:
-        """q(name | x, parents(name)), batch shape (B,) or (E, B) when a parent is enumerated."""
+    def shared_features(self, x, training=False):
+        """h(x) of the shared encoder trunk (`model.shared_encoder`), else None: computed once
+        for all the nodes of q that read the same images. (B, units)"""
+        if self.trunk is None:
+            return None
+        return self.trunk(self.x_bodies[0](x, training=training), training=training)
+
+    def q_node(self, name, x, parent_values, training=False, shared=None) -> tfd.Distribution:
+        """q(name | x, parents(name)), batch shape (B,) or (E, B) when a parent is enumerated.
+        `shared`: `shared_features(x)` where the caller has it already."""
         i = self.node_index[name]
-        features = self.x_bodies[i](x, training=training)                     # (B, F)
         if self.trunk is not None:
-            out = self.q_nets[i]([self.trunk(features, training=training), *parent_values])
+            h = shared if shared is not None else self.shared_features(x, training)
+            out = self.q_nets[i]([h, *parent_values])
         else:
+            features = self.x_bodies[i](x, training=training)                 # (B, F)
             out = self.q_nets[i]([features, *parent_values], training=training)
         floor = getattr(self.latent_graph[name], "scale_floor", None)
         return self.families[name].distribution(out, self.model_config.scale_floor if floor is None else floor,
@@ -276,10 +285,12 @@ class StructuredVAE(keras.Model):
         x = self._check_images(x)
         Root = tfd.JointDistributionCoroutine.Root
 
+        shared = self.shared_features(x, training)
+
         def q():
             values = {}
             for node in self.latent_graph:
-                dist = self.q_node(node.name, x, [values[p] for p in node.parents], training)
+                dist = self.q_node(node.name, x, [values[p] for p in node.parents], training, shared)
                 values[node.name] = yield (dist if node.parents else Root(dist))
         return tfd.JointDistributionCoroutine(q, name="q")
 
@@ -317,8 +328,9 @@ class StructuredVAE(keras.Model):
         observed = {name: self.families[name].observation(v, self.latent_graph[name].size)[0]
                     for name, v in pinned.items()}
         dists, vals = {}, {}
+        shared = self.shared_features(x, training)
         for node in self.latent_graph:
-            q = self.q_node(node.name, x, [vals[p] for p in node.parents], training)
+            q = self.q_node(node.name, x, [vals[p] for p in node.parents], training, shared)
             dists[node.name] = q
             vals[node.name] = observed[node.name] if node.name in observed else self.point_value(node.name, q)
         return dists
@@ -408,9 +420,10 @@ class StructuredVAE(keras.Model):
         observations = self._observations(labels)
         ctx = Context(seed=self._sample_seed, temperature=self._temperature())
         values, weights, per_node = {}, None, {}
+        shared = self.shared_features(x, training)
         for node in self.latent_graph:
             family = self.families[node.name]
-            q = self.q_node(node.name, x, [values[p] for p in node.parents], training)
+            q = self.q_node(node.name, x, [values[p] for p in node.parents], training, shared)
             observed, mask = observations.get(node.name, (None, None))
             q_elbo = q
             if node.name in self.classifier_names and self.objective_config.classifier_elbo_weight != 1.0:
