@@ -135,11 +135,15 @@ def test_morpho_benchmark_reports_r2_and_controllability(tmp_path, mnist):
     result = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "morpho.py"), "--data-dir", str(data),
                              "--seeds", "0", "--labels-per-class", "5", "--epochs", "1", "--steps-per-epoch", "5",
                              "--control-images", "20", "--runs-dir", str(tmp_path / "runs"), "--out", str(out),
+                             "--validation-size", "100",
                              "--set", "model.hidden_units=[32]", "--set", "model.classifier_units=[32]"],
                             capture_output=True, text=True, timeout=600, cwd=REPO, env={**os.environ, **env_cache})
     assert result.returncode == 0, result.stderr[-3000:]
     (r,) = json.load(open(out))["runs"]
     assert r["test_r2/slant"] <= 1 and r["test_rmse/thickness"] > 0 and 0 <= r["test_error"] <= 1
+    # the hold-out is scored on every held-out image's measures (1% of 1,000 would leave about one)
+    assert r["validation_r2/slant"] <= 1 and r["validation_rmse/thickness"] > 0 and 0 <= r["validation_error"] <= 1
+    assert "validation: digit error" in result.stdout
     for factor in ("slant", "thickness"):
         c = r["controllability"][factor]
         assert len(c["grid_standardised"]) == 9 and np.all(np.diff(c["grid_standardised"]) > 0)

@@ -82,6 +82,10 @@ def test_mnist_morpho_gives_standardised_measures_on_one_percent_and_trains(mnis
     np.testing.assert_allclose(thickness[given, 0], (log_width - log_width.mean()) / log_width.std(),
                                rtol=1e-4, atol=1e-4)
     assert len(list((tmp_path / "cache").glob("morpho-*.npz"))) == 2         # train and test, by content
+    every, test, given_too = morpho.standardised_measures(ds)                # every image's value, same scale
+    assert np.array_equal(given_too, given) and np.isfinite(every["slant"]).all()
+    np.testing.assert_array_equal(every["thickness"][given], thickness[given, 0])
+    np.testing.assert_array_equal(test["slant"], ds.node_labels_test["slant"][:, 0])
     monkeypatch.setattr(morpho, "measure_batch", lambda *a, **k: pytest.fail("measured again"))
     again = load_dataset("mnist_morpho", npz)
     np.testing.assert_array_equal(again.node_labels_train["slant"], slant)

@@ -12,6 +12,8 @@ from tfstructvae.config import ConfigError, ModelConfig, ObjectiveConfig
 from tfstructvae.families import CategoricalFamily, NormalFamily
 from tfstructvae.model import StructuredVAE
 
+tfd = objectives.tfd
+
 K, D, B = 10, 3, 4
 
 
@@ -128,11 +130,11 @@ def test_loss_weights_and_warmup():
 def test_virtual_adversarial_kl_is_nonnegative_and_grows_with_epsilon():
     model = tiny_model(consistency_weight=1.0)
     x = images(5, 8)
-    logits_fn = lambda xp: model.q_node("y", xp, []).logits_parameter()  # noqa: E731
-    logits = logits_fn(x)
+    q_fn = lambda xp: model.q_node("y", xp, [])  # noqa: E731
+    q = q_fn(x)
     seed = tf.constant([1, 2], tf.int32)
-    small = objectives.virtual_adversarial_kl(logits_fn, x, logits, seed, epsilon=0.1).numpy()
-    large = objectives.virtual_adversarial_kl(logits_fn, x, logits, seed, epsilon=5.0).numpy()
+    small = objectives.virtual_adversarial_kl(q_fn, x, q, seed, epsilon=0.1).numpy()
+    large = objectives.virtual_adversarial_kl(q_fn, x, q, seed, epsilon=5.0).numpy()
     assert small.shape == (8,) and np.all(small >= -1e-6)
     assert large.mean() > small.mean()
 
@@ -174,13 +176,53 @@ def test_fixmatch_term_is_the_cross_entropy_of_confident_pseudo_labels():
     logits = tf.constant([[4.0, 0.0, 0.0], [0.2, 0.0, 0.1]])          # confident (0.96) and not (0.37)
     x = tf.zeros([2, 4, 4, 1])
     student = tf.constant([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
-    term = objectives.augmentation_kl(lambda xp: student, x, logits, tf.constant([0, 1]), 0, False,
+    q_fn, teacher = (lambda xp: tfd.Categorical(logits=student)), tfd.Categorical(logits=logits)
+    term = objectives.augmentation_kl(q_fn, x, teacher, tf.constant([0, 1]), 0, False,
                                       threshold=0.95).numpy()
     log_q = tf.nn.log_softmax(student).numpy()
     np.testing.assert_allclose(term, [-log_q[0, 0], 0.0], rtol=1e-6)  # hard label 0 on the confident row only
-    kl = objectives.augmentation_kl(lambda xp: student, x, logits, tf.constant([0, 1]), 0, False).numpy()
+    kl = objectives.augmentation_kl(q_fn, x, teacher, tf.constant([0, 1]), 0, False).numpy()
     p = tf.nn.softmax(logits).numpy()
     np.testing.assert_allclose(kl, (p * (np.log(p) - log_q)).sum(-1), rtol=1e-5)
+
+
+def test_augmentation_term_of_a_normal_node_is_its_closed_form_kl_and_ignores_the_threshold():
+    x = tf.zeros([2, 4, 4, 1])
+    teacher = tfd.Independent(tfd.Normal([[0.0], [1.0]], [[1.0], [0.5]]), 1)
+    student = tfd.Independent(tfd.Normal([[0.5], [1.0]], [[1.0], [1.0]]), 1)
+    for threshold in (0.0, 0.95):       # FixMatch's hard label is for categorical nodes only
+        kl = objectives.augmentation_kl(lambda xp: student, x, teacher, tf.constant([0, 1]), 1, False,
+                                        threshold=threshold).numpy()
+        # KL(N(m1, s1) || N(m2, s2)) = log(s2/s1) + (s1^2 + (m1 - m2)^2) / (2 s2^2) - 1/2
+        np.testing.assert_allclose(kl, [0.125, math.log(2) + 0.25 / 2 - 0.5], rtol=1e-5)
+
+
+def test_consistency_nodes_labelled_holds_a_measured_normal_factor_still():
+    graph = ({"family": "categorical", "name": "y", "size": 10, "labelled": True},
+             {"family": "normal", "name": "slant", "size": 1, "labelled": True},
+             {"family": "normal", "name": "z", "size": 2, "parents": ["y", "slant"]})
+    x = images(3, 6)
+    labels = {"y": tf.constant([0, 1, -1, -1, -1, -1]), "slant": tf.constant([[0.5]] + [[np.nan]] * 5)}
+    terms = {}
+    for nodes in ("classifiers", "labelled"):
+        model = StructuredVAE((28, 28, 1), model_config=ModelConfig(hidden_units=(16,), graph=graph),
+                              objective_config=ObjectiveConfig(consistency_weight=1.0, augment_weight=1.0,
+                                                               consistency_nodes=nodes), seed=1)
+        with tf.GradientTape() as tape:
+            terms[nodes] = model.objective_terms(x, labels, training=True)
+            penalty = tf.reduce_sum(terms[nodes]["consistency"] + terms[nodes]["augment"])
+        slant_head = model.q_nets[model.node_index["slant"]].trainable_variables
+        grads = tape.gradient(penalty, slant_head)
+        if nodes == "classifiers":
+            assert all(g is None for g in grads)            # the slant head is not regularised
+        else:
+            assert any(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
+    # same initialisation and seeds: the slant node's own KLs are added on top of y's
+    for name in ("consistency", "augment"):
+        extra = (terms["labelled"][name] - terms["classifiers"][name]).numpy()
+        assert extra.shape == (6,) and (extra > 0).all()
+    with pytest.raises(ConfigError, match="consistency_nodes"):
+        ObjectiveConfig(consistency_nodes="all").validate()
 
 
 def test_fixmatch_term_trains_through_the_model():

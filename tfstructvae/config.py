@@ -162,6 +162,10 @@ class ObjectiveConfig:
     # > 0: the augmentation term is FixMatch's pseudo-label: -log q(argmax q(y|x) | t(x)) where
     # max q(y|x) reaches this confidence (0.95 in Sohn et al. 2020); 0: KL(q(y|x) || q(y|t(x))).
     augment_threshold: float = 0.0
+    # Which nodes the consistency and augmentation terms hold still: "classifiers" (the labelled
+    # categorical nodes q(y|x)) or "labelled" (every labelled node that depends on x alone, any
+    # family: a Normal factor's posterior is asked not to move either; its KL is TFP's closed form).
+    consistency_nodes: str = "classifiers"
     # Share of the ELBO's gradient that reaches the classifier q(y|x) of labelled categorical nodes
     # (through its enumeration weights, plug-in vector or relaxed sample, and its KL). 1 = the
     # paper's objective; 0 trains q(y|x) only on the labels and the regularisers above, while the
@@ -184,6 +188,9 @@ class ObjectiveConfig:
                      "consistency_xi", "augment_weight", "augment_shift", "augment_cutout", "classifier_elbo_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.consistency_nodes not in ("classifiers", "labelled"):
+            raise ConfigError(f"consistency_nodes must be 'classifiers' or 'labelled', "
+                              f"got {self.consistency_nodes!r}")
         if not 0 <= self.augment_threshold < 1:
             raise ConfigError(f"augment_threshold must lie in [0, 1) (a confidence; 0 = the KL form), "
                               f"got {self.augment_threshold}")

@@ -93,12 +93,15 @@ class StructuredVAE(keras.Model):
         self.label_node = graph.classifier_nodes[0] if graph.classifier_nodes else None
         self.num_classes = self.label_node.size if self.label_node else None
         # Regularisers on q(y|x) (entropy, consistency) apply to labelled categorical nodes; the
-        # consistency term perturbs x, so it needs nodes that depend on x alone.
+        # consistency terms perturb x, so they need nodes that depend on x alone, and with
+        # consistency_nodes="labelled" they hold every such labelled node still, of any family.
         self.regularised = [n for n in graph.classifier_nodes if not n.parents]
-        if (objective_config.consistency_weight or objective_config.augment_weight) and not self.regularised:
-            raise GraphError("the consistency regularisers need a labelled categorical node q(y|x) that "
-                             "depends on x alone; this graph's are "
-                             f"{[(n.name, n.parents) for n in graph.classifier_nodes]}")
+        self.held_still = (self.regularised if objective_config.consistency_nodes == "classifiers" else
+                           [n for n in graph.labelled_nodes if not n.parents])
+        if (objective_config.consistency_weight or objective_config.augment_weight) and not self.held_still:
+            raise GraphError("the consistency regularisers need a labelled node that depends on x alone "
+                             "(a categorical one unless objective.consistency_nodes='labelled'); this "
+                             f"graph's labelled nodes are {[(n.name, n.parents) for n in graph.labelled_nodes]}")
 
         hidden, bn = model_config.hidden_units, model_config.batch_norm
         classifier_names = self.classifier_names
@@ -462,21 +465,20 @@ class StructuredVAE(keras.Model):
                                         [terms[f"kl/{n.name}"] for n in self.latent_graph])
         terms["labelled"] = tf.cast(any_observed, tf.float32)
         terms["entropy"] = self._unlabelled_entropy(per_node, weights)
-        if self.objective_config.consistency_weight and training:
+        cfg = self.objective_config
+        if cfg.consistency_weight and training:
             terms["consistency"] = tf.add_n([
                 objectives.virtual_adversarial_kl(
-                    lambda xp, n=node.name: self.q_node(n, xp, [], training).logits_parameter(),
-                    x, per_node[node.name][0].logits_parameter(), self._sample_seed(),
-                    self.objective_config.consistency_epsilon, self.objective_config.consistency_xi)
-                for node in self.regularised])
-        cfg = self.objective_config
+                    lambda xp, n=node.name: self.q_node(n, xp, [], training),
+                    x, per_node[node.name][0], self._sample_seed(), cfg.consistency_epsilon, cfg.consistency_xi)
+                for node in self.held_still])
         if cfg.augment_weight and training:
             terms["augment"] = tf.add_n([
                 objectives.augmentation_kl(
-                    lambda xp, n=node.name: self.q_node(n, xp, [], training).logits_parameter(),
-                    x, per_node[node.name][0].logits_parameter(), self._sample_seed(),
+                    lambda xp, n=node.name: self.q_node(n, xp, [], training),
+                    x, per_node[node.name][0], self._sample_seed(),
                     cfg.augment_shift, cfg.augment_flip, cfg.augment_cutout, cfg.augment_threshold)
-                for node in self.regularised])
+                for node in self.held_still])
         return terms
 
     def _unlabelled_entropy(self, per_node, weights):

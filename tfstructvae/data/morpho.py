@@ -112,16 +112,11 @@ def cache_dir() -> str:
     return os.environ.get(CACHE_ENV_VAR) or os.path.join(os.path.expanduser("~"), ".cache", "tfstructvae")
 
 
-def mnist_morpho(mnist, share: float = SUPERVISED_SHARE, seed: int = MORPHO_SEED):
-    """`mnist` with node labels `slant` (radians) and `thickness` (the log of the width in pixels),
-    each standardised by the mean and standard deviation of the measured training images: given on
-    a fixed `share` of the training images (NaN on the rest) and on every test image (to score the
-    posterior against). Widths are right-skewed (a few digits are written three times thicker than
-    the median); their log is close to Normal, the family of the node that reads it. Measures are
-    cached by content under `$TFSTRUCTVAE_CACHE_DIR` (default ~/.cache/tfstructvae)."""
+def standardised_measures(mnist, share: float = SUPERVISED_SHARE, seed: int = MORPHO_SEED):
+    """({measure: (N_train,) every training image's label}, {measure: (N_test,)}, given (N_train,) bool):
+    each measure transformed (LABEL_TRANSFORM) and standardised by the mean and standard deviation
+    over the `given` training images, a fixed `share` of them drawn with `seed`."""
     import hashlib
-
-    from tfstructvae.data.formats import ImageDataset, checked
 
     measured = {}
     for part, x in (("train", mnist.x_train), ("test", mnist.x_test)):
@@ -135,8 +130,23 @@ def mnist_morpho(mnist, share: float = SUPERVISED_SHARE, seed: int = MORPHO_SEED
     for name in MEASURES:
         values = LABEL_TRANSFORM[name](measured["train"][name])
         mean, std = values[given].mean(), values[given].std()
-        train[name] = np.where(given, (values - mean) / std, np.nan).astype(np.float32)[:, None]   # (N, 1)
-        test[name] = ((LABEL_TRANSFORM[name](measured["test"][name]) - mean) / std).astype(np.float32)[:, None]
+        train[name] = ((values - mean) / std).astype(np.float32)
+        test[name] = ((LABEL_TRANSFORM[name](measured["test"][name]) - mean) / std).astype(np.float32)
+    return train, test, given
+
+
+def mnist_morpho(mnist, share: float = SUPERVISED_SHARE, seed: int = MORPHO_SEED):
+    """`mnist` with node labels `slant` (radians) and `thickness` (the log of the width in pixels),
+    each standardised by the mean and standard deviation of the measured training images: given on
+    a fixed `share` of the training images (NaN on the rest) and on every test image (to score the
+    posterior against). Widths are right-skewed (a few digits are written three times thicker than
+    the median); their log is close to Normal, the family of the node that reads it. Measures are
+    cached by content under `$TFSTRUCTVAE_CACHE_DIR` (default ~/.cache/tfstructvae)."""
+    from tfstructvae.data.formats import ImageDataset, checked
+
+    every, test, given = standardised_measures(mnist, share, seed)
+    train = {name: np.where(given, v, np.nan).astype(np.float32)[:, None] for name, v in every.items()}
+    test = {name: v[:, None] for name, v in test.items()}
     return checked(ImageDataset("mnist_morpho", mnist.x_train, mnist.y_train, mnist.x_test, mnist.y_test,
                                 mnist.num_classes, f"{mnist.source} with slant and thickness measured "
                                 f"(given on {given.sum()} training images)", train, test))
