@@ -128,3 +128,58 @@ def test_classifier_options_shape_only_q_y_and_round_trip_through_json():
         ModelConfig(classifier_units=(0,)).validate()
     with pytest.raises(Exception, match="unknown classifier_network 'resnet'"):
         ModelConfig(classifier_network="resnet").validate()
+
+
+class StepClock:
+    """A clock on which a training step takes `ms[True]` ms with XLA and `ms[False]` without."""
+
+    def __init__(self, ms):
+        self.ms, self.now, self.model, self.ticks = ms, 0.0, None, 0
+
+    def __call__(self):
+        self.ticks += 1
+        if self.ticks % 2 == 0:                      # a step's end: advance by that step's cost
+            self.now += self.ms[bool(self.model.jit_compile)] / 1000
+        return self.now
+
+
+@pytest.mark.parametrize("xla_ms, chosen", [(30.0, False), (10.0, True)])
+def test_faster_step_keeps_the_faster_compilation(mnist, xla_ms, chosen):
+    import keras
+
+    from tfstructvae.callbacks import FasterStep
+    cfg = small_config("plugin", "share").override(**{"train.jit_compile": "auto"})
+    split = labelled_split(mnist.y_train[:2000], 5, 10, 0)
+    x, y = mnist.x_train[:2000], mnist.y_train[:2000]
+    ds, _ = training_pipeline(x[split.unlabelled], x[split.labelled], y[split.labelled], cfg.data)
+    model = compile_model(build_model(cfg, (28, 28, 1)), cfg, 10)
+    assert model.jit_compile is True                     # "auto" starts from XLA
+    clock, said = StepClock({True: xla_ms, False: 20.0}), []
+    chooser = FasterStep(warmup=2, timed=3, clock=clock, log=said.append)
+    clock.model = model
+    builds = []
+    make = model.make_train_function
+    model.make_train_function = lambda force=False: (builds.append(force), make(force))[1]
+    model.fit(ds, epochs=2, steps_per_epoch=8, callbacks=[chooser, keras.callbacks.History()], verbose=0)
+    assert chooser.chosen is chosen and model.jit_compile is chosen
+    assert chooser.step_ms == {True: pytest.approx(xla_ms), False: pytest.approx(20.0)}
+    assert builds.count(True) == 1                       # the step without XLA built once; XLA's reused
+    assert model.train_function is chooser._functions[chosen]
+    assert len(said) == 1 and ("continues with XLA" if chosen else "continues without XLA") in said[0]
+    assert np.isfinite(model.evaluate(ds.take(2), verbose=0, return_dict=True)["loss"])
+
+
+def test_auto_xla_is_reported_in_metrics_and_refused_when_not_a_choice(tmp_path, mnist_dir):
+    import json
+
+    from tfstructvae.config import ConfigError
+    from tfstructvae.train import train_and_evaluate
+    cfg = small_config("plugin", "share").override(**{
+        "data.data_dir": mnist_dir, "data.validation_size": 0, "train.jit_compile": "auto",
+        "train.epochs": 1, "train.steps_per_epoch": 50})
+    metrics = train_and_evaluate(cfg, str(tmp_path / "run"), verbose=0)
+    assert metrics["step_ms_xla"] > 0 and metrics["step_ms_without_xla"] > 0
+    assert metrics["xla"] == (metrics["step_ms_xla"] <= metrics["step_ms_without_xla"])
+    assert json.load(open(tmp_path / "run" / "config.json"))["train"]["jit_compile"] == "auto"
+    with pytest.raises(ConfigError, match="jit_compile must be true, false or 'auto'"):
+        cfg.override(**{"train.jit_compile": "sometimes"}).validate()

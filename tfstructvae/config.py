@@ -209,7 +209,9 @@ class TrainConfig:
     learning_rate: float = 1e-3
     lr_decay: str = "none"   # "none" or "cosine" (to 0 over the run)
     init_seed: int = 0       # initialisation and the model's sampling noise
-    jit_compile: bool = True
+    # True / False: the step compiled with XLA or not; "auto": the first steps are timed both ways
+    # and the faster kept (callbacks.FasterStep); XLA without timing under `deterministic`.
+    jit_compile: bool | str = "auto"
     steps_per_epoch: int | None = None   # default: one pass over the training pool
     checkpoint_every_steps: int | None = None   # default: at every epoch's end only
     deterministic: bool = False   # tf.config.experimental.enable_op_determinism()
@@ -224,6 +226,8 @@ class TrainConfig:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.lr_decay not in ("none", "cosine"):
             raise ConfigError(f"unknown lr_decay {self.lr_decay!r}; expected 'none' or 'cosine'")
+        if self.jit_compile not in (True, False, "auto"):
+            raise ConfigError(f"jit_compile must be true, false or 'auto', got {self.jit_compile!r}")
         for name in ("steps_per_epoch", "checkpoint_every_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfstructvae.callbacks import ProgressBar, StopOnNonFinite
+from tfstructvae.callbacks import FasterStep, ProgressBar, StopOnNonFinite
 from tfstructvae.checkpointing import CheckpointEvery, latest_step, restore_latest
 from tfstructvae.config import Config, ConfigError
 from tfstructvae.data.pipeline import missing_labels
@@ -42,7 +42,8 @@ def compile_model(model: StructuredVAE, cfg: Config, steps_per_epoch: int) -> St
     lr = cfg.train.learning_rate
     if cfg.train.lr_decay == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=cfg.train.epochs * steps_per_epoch)
-    model.compile(optimizer=keras.optimizers.Adam(lr), jit_compile=cfg.train.jit_compile)
+    # "auto" starts with XLA; train_and_evaluate's FasterStep may switch it off after timing both.
+    model.compile(optimizer=keras.optimizers.Adam(lr), jit_compile=cfg.train.jit_compile is not False)
     # Create the optimizer's slots now: variables created inside the first trace make
     # tf.function trace the step a second time.
     model.optimizer.build(model.trainable_variables)
@@ -207,7 +208,10 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
         _write_hparams(log_dir, cfg)
     guard = StopOnNonFinite()
     saver = CheckpointEvery(ckpt_dir, cfg.train.checkpoint_every_steps or steps)
-    cbs = [guard, saver, ProgressBar(cfg.train.progress_metrics),
+    # First in the list, so that its step times exclude the other callbacks' work.
+    chooser = (FasterStep(log=print if verbose != 0 else (lambda message: None))
+               if cfg.train.jit_compile == "auto" and not cfg.train.deterministic else None)
+    cbs = [*([chooser] if chooser else []), guard, saver, ProgressBar(cfg.train.progress_metrics),
            keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
            keras.callbacks.TensorBoard(log_dir, update_freq="epoch"),
            ImageSummaries(log_dir, data.x_test[:8].astype(np.float32) / 255.0),
@@ -245,6 +249,9 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
         "seeds": {"label": cfg.data.label_seed, "data": cfg.data.data_seed, "init": cfg.train.init_seed},
         "train_time_s": train_time,
         "wall_time_s": time.time() - start,
+        "xla": bool(model.jit_compile),
+        **({"step_ms_xla": chooser.step_ms[True], "step_ms_without_xla": chooser.step_ms[False]}
+           if chooser and chooser.step_ms else {}),
     })
     if validation is not None:
         val = model.evaluate(validation, return_dict=True, verbose=0)
