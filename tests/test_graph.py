@@ -53,7 +53,7 @@ def test_impossible_models_are_refused():
     with pytest.raises(GraphError, match=r"enumerating \{'a': 40, 'b': 40\} takes 1600 rows.*max_enumeration_rows"):
         small(big)
     assert small(big, max_enumeration_rows=1600).estimators["b"].rows.shape == (1600, 1, 40)
-    with pytest.raises(GraphError, match="consistency regularisers need a labelled categorical node"):
+    with pytest.raises(GraphError, match="consistency regularisers need a labelled node that depends on x alone"):
         small(LatentGraph(Normal("a", 2), Categorical("y", 3, parents=("a",), labelled=True)),
               consistency_weight=1.0)
     with pytest.raises(ConfigError, match="model.graph: node 'y': unknown family 'poisson'"):

@@ -203,24 +203,24 @@ def test_consistency_nodes_labelled_holds_a_measured_normal_factor_still():
              {"family": "normal", "name": "z", "size": 2, "parents": ["y", "slant"]})
     x = images(3, 6)
     labels = {"y": tf.constant([0, 1, -1, -1, -1, -1]), "slant": tf.constant([[0.5]] + [[np.nan]] * 5)}
-    terms = {}
-    for nodes in ("classifiers", "labelled"):
-        model = StructuredVAE((28, 28, 1), model_config=ModelConfig(hidden_units=(16,), graph=graph),
-                              objective_config=ObjectiveConfig(consistency_weight=1.0, augment_weight=1.0,
-                                                               consistency_nodes=nodes), seed=1)
-        with tf.GradientTape() as tape:
-            terms[nodes] = model.objective_terms(x, labels, training=True)
-            penalty = tf.reduce_sum(terms[nodes]["consistency"] + terms[nodes]["augment"])
-        slant_head = model.q_nets[model.node_index["slant"]].trainable_variables
-        grads = tape.gradient(penalty, slant_head)
-        if nodes == "classifiers":
-            assert all(g is None for g in grads)            # the slant head is not regularised
-        else:
-            assert any(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
-    # same initialisation and seeds: the slant node's own KLs are added on top of y's
-    for name in ("consistency", "augment"):
-        extra = (terms["labelled"][name] - terms["classifiers"][name]).numpy()
-        assert extra.shape == (6,) and (extra > 0).all()
+    for term in ("consistency", "augment"):
+        terms = {}
+        for nodes in ("classifiers", "labelled"):
+            model = StructuredVAE((28, 28, 1), model_config=ModelConfig(hidden_units=(16,), graph=graph),
+                                  objective_config=ObjectiveConfig(**{f"{term}_weight": 1.0},
+                                                                   consistency_nodes=nodes), seed=1)
+            with tf.GradientTape() as tape:
+                terms[nodes] = model.objective_terms(x, labels, training=True)[term]
+                penalty = tf.reduce_sum(terms[nodes])
+            slant_head = model.q_nets[model.node_index["slant"]].trainable_variables
+            grads = tape.gradient(penalty, slant_head)
+            if nodes == "classifiers":
+                assert all(g is None for g in grads)            # the slant head is not regularised
+            else:
+                assert any(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
+        # same initialisation and seeds (y's draw comes first): the slant node's own KL is added on top
+        extra = (terms["labelled"] - terms["classifiers"]).numpy()
+        assert extra.shape == (6,) and (extra > 0).all(), term
     with pytest.raises(ConfigError, match="consistency_nodes"):
         ObjectiveConfig(consistency_nodes="all").validate()
 

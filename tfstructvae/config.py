@@ -212,6 +212,9 @@ class TrainConfig:
     # True / False: the step compiled with XLA or not; "auto": the first steps are timed both ways
     # and the faster kept (callbacks.FasterStep); XLA without timing under `deterministic`.
     jit_compile: bool | str = "auto"
+    # "none", "mirrored" (every local device) or "multiworker" (the cluster in TF_CONFIG):
+    # distribution.py. Several replicas on CPU devices run the step without XLA, and say so.
+    distribute: str = "none"
     steps_per_epoch: int | None = None   # default: one pass over the training pool
     checkpoint_every_steps: int | None = None   # default: at every epoch's end only
     deterministic: bool = False   # tf.config.experimental.enable_op_determinism()
@@ -226,6 +229,8 @@ class TrainConfig:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.lr_decay not in ("none", "cosine"):
             raise ConfigError(f"unknown lr_decay {self.lr_decay!r}; expected 'none' or 'cosine'")
+        if self.distribute not in ("none", "mirrored", "multiworker"):
+            raise ConfigError(f"unknown distribute {self.distribute!r}; expected 'none', 'mirrored' or 'multiworker'")
         if self.jit_compile not in (True, False, "auto"):
             raise ConfigError(f"jit_compile must be true, false or 'auto', got {self.jit_compile!r}")
         for name in ("steps_per_epoch", "checkpoint_every_steps"):

@@ -70,7 +70,7 @@ class Sample:
     name = "sample"
 
     def __call__(self, family, q, prior, observed, mask, ctx) -> NodeTerms:
-        value = q.sample(seed=ctx.seed())
+        value = family.sample(q, ctx.seed())
         kl = family.kl(q, prior, ctx.seed)
         if observed is not None:
             value = _pin(mask, observed, value)

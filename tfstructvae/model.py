@@ -527,6 +527,15 @@ class StructuredVAE(keras.Model):
                 t[name].update_state(terms[name])
         return {name: m.result() for name, m in t.items()}
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3 first reduces a minibatch across replicas to build the model symbolically, which
+        # fails under MultiWorkerMirroredStrategy (keras-team/keras#20585). A model whose layers
+        # and optimizer are built (compile_model builds both) has nothing left to build.
+        if self.optimizer is not None and self.optimizer.built and all(
+                layer.built for layer in self._flatten_layers()):
+            return None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def train_step(self, data):
         x, labels = data
         cfg = self.objective_config
@@ -542,10 +551,20 @@ class StructuredVAE(keras.Model):
         grads = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
         logs = self._update_trackers(terms, loss_per_example, labels)
-        return {_training_name(k): v for k, v in logs.items()}
+        return _reducible({_training_name(k): v for k, v in logs.items()})
 
     def test_step(self, data):
         """Held-out metrics: the unlabelled bound on log p(x) and the accuracy of q(y|x) against the labels."""
         x, labels = data
         terms = self.objective_terms(x, None, training=False)
-        return self._update_trackers(terms, -terms["elbo"], labels)
+        return _reducible(self._update_trackers(terms, -terms["elbo"], labels))
+
+
+def _reducible(logs: dict) -> dict:
+    """The step's logged figures as Keras can reduce them across replicas. Under
+    MultiWorkerMirroredStrategy Keras 3 averages each along axis 0, which a scalar lacks (the
+    step fails); there each becomes a vector of one, which that mean turns back into a scalar.
+    The figures are metric results, the same on every replica."""
+    if not isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        return logs
+    return {k: tf.reshape(v, [1]) for k, v in logs.items()}

@@ -64,6 +64,8 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfstructvae.distribution import global_batch_noise
+
 tfd = tfp.distributions
 
 
@@ -92,7 +94,8 @@ def virtual_adversarial_kl(q_fn, x, q, seed, epsilon, xi=10.0):
     def unit(v):
         return v / (tf.sqrt(tf.reduce_sum(tf.square(v), axis=reduce_axes, keepdims=True)) + 1e-12)
 
-    d = unit(tf.random.stateless_normal(tf.shape(x), seed=seed))
+    d = unit(global_batch_noise(lambda shape: tf.random.stateless_normal(shape, seed=seed), tf.shape(x),
+                                static_shape=x.shape))
     with tf.GradientTape() as tape:
         tape.watch(d)
         kl = tf.reduce_sum(tfd.kl_divergence(target, q_fn(x + xi * d)))
@@ -105,26 +108,31 @@ def random_shift_and_flip(x, seed, max_shift: int, flip: bool, cutout: int = 0):
     mirrored left-right with probability 1/2, and with `cutout` a `cutout` x `cutout` square at a
     random centre set to 0 (DeVries & Taylor 2017; clipped at the border). (B, H, W, C) -> same"""
     x = tf.convert_to_tensor(x)
+    static = x.shape
     b, h, w = tf.shape(x)[0], x.shape[1], x.shape[2]
     seeds = tf.random.experimental.stateless_split(seed, 2)
     if max_shift:
-        offsets = tf.random.stateless_uniform([b, 2], seeds[0], 0, 2 * max_shift + 1, dtype=tf.int32)
+        offsets = global_batch_noise(lambda shape: tf.random.stateless_uniform(
+            shape, seeds[0], 0, 2 * max_shift + 1, dtype=tf.int32), [b, 2], static_shape=[None, 2])
         padded = tf.pad(x, [[0, 0], [max_shift, max_shift], [max_shift, max_shift], [0, 0]])
         rows = offsets[:, :1] + tf.range(h)[None]                                   # (B, H)
         cols = offsets[:, 1:] + tf.range(w)[None]                                   # (B, W)
         x = tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
     if flip:
-        mirror = tf.random.stateless_uniform([b], seeds[1]) < 0.5
+        mirror = global_batch_noise(lambda shape: tf.random.stateless_uniform(shape, seeds[1]), [b],
+                                    static_shape=[None]) < 0.5
         x = tf.where(mirror[:, None, None, None], tf.reverse(x, axis=[2]), x)
     if cutout:
         hole_seed = tf.random.experimental.stateless_split(seed, 3)[2]
-        corner = tf.random.stateless_uniform([b, 2], hole_seed, 0, 1) * tf.constant([h, w], tf.float32)
+        corner = global_batch_noise(lambda shape: tf.random.stateless_uniform(shape, hole_seed, 0, 1), [b, 2],
+                                    static_shape=[None, 2]) \
+            * tf.constant([h, w], tf.float32)
         corner = tf.cast(corner, tf.int32) - cutout // 2                             # (B, 2) top-left
         in_rows = (tf.range(h)[None] >= corner[:, :1]) & (tf.range(h)[None] < corner[:, :1] + cutout)
         in_cols = (tf.range(w)[None] >= corner[:, 1:]) & (tf.range(w)[None] < corner[:, 1:] + cutout)
         hole = in_rows[:, :, None, None] & in_cols[:, None, :, None]                 # (B, H, W, 1)
         x = tf.where(hole, tf.zeros_like(x), x)
-    return x
+    return tf.ensure_shape(x, [None, *static[1:]])    # the gathers above lose the channel count
 
 
 def augmentation_kl(q_fn, x, q, seed, max_shift: int = 2, flip: bool = False, cutout: int = 0,

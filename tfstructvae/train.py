@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -20,6 +22,7 @@ from tfstructvae.callbacks import FasterStep, ProgressBar, StopOnNonFinite
 from tfstructvae.checkpointing import CheckpointEvery, latest_step, restore_latest
 from tfstructvae.config import Config, ConfigError
 from tfstructvae.data.pipeline import missing_labels
+from tfstructvae.distribution import distribute_global_batches, is_chief, make_strategy, xla_refusal
 from tfstructvae.data import (ImageDataset, LabelledSplit, epoch_steps, evaluation_pipeline, labelled_split, load_dataset,
                               training_pipeline)
 from tfstructvae.model import StructuredVAE
@@ -39,11 +42,15 @@ def build_model(cfg: Config, image_shape) -> StructuredVAE:
 
 
 def compile_model(model: StructuredVAE, cfg: Config, steps_per_epoch: int) -> StructuredVAE:
+    """Compile for training under the current tf.distribute strategy (call it in its scope).
+    `model.xla_refusal` says why XLA is off when the strategy's devices cannot compile the step."""
     lr = cfg.train.learning_rate
     if cfg.train.lr_decay == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=cfg.train.epochs * steps_per_epoch)
     # "auto" starts with XLA; train_and_evaluate's FasterStep may switch it off after timing both.
-    model.compile(optimizer=keras.optimizers.Adam(lr), jit_compile=cfg.train.jit_compile is not False)
+    model.xla_refusal = xla_refusal(tf.distribute.get_strategy())
+    jit = cfg.train.jit_compile is not False and model.xla_refusal is None
+    model.compile(optimizer=keras.optimizers.Adam(lr), jit_compile=jit)
     # Create the optimizer's slots now: variables created inside the first trace make
     # tf.function trace the step a second time.
     model.optimizer.build(model.trainable_variables)
@@ -78,9 +85,16 @@ class Training:
     steps: int                              # steps in an epoch
     validation: tf.data.Dataset | None      # the held-out part of the training set, if any
     model: StructuredVAE
+    strategy: tf.distribute.Strategy | None = None
 
     def pipeline(self, start_step: int = 0) -> tf.data.Dataset:
-        """The training minibatches from `start_step` on (the same stream for any start)."""
+        """The training minibatches from `start_step` on (the same stream for any start); under
+        several replicas, each replica's slice of them (`distribute_global_batches`)."""
+        if self.strategy is not None:
+            return distribute_global_batches(self.strategy, lambda: self.global_pipeline(start_step))
+        return self.global_pipeline(start_step)
+
+    def global_pipeline(self, start_step: int = 0) -> tf.data.Dataset:
         x, split = self.data.x_train, self.split
         labelled = node_labels(self.cfg, self.data, "train", split.labelled)
         unlabelled = node_labels(self.cfg, self.data, "train", split.unlabelled, with_class=False)
@@ -135,8 +149,10 @@ def resolve_for_data(cfg: Config, data: ImageDataset) -> Config:
     return cfg.override(**changes).validate()
 
 
-def prepare_training(cfg: Config, data: ImageDataset | None = None) -> Training:
-    """Load the data, draw the labelled split, count an epoch's steps, build and compile the model.
+def prepare_training(cfg: Config, data: ImageDataset | None = None,
+                     strategy: tf.distribute.Strategy | None = None) -> Training:
+    """Load the data, draw the labelled split, count an epoch's steps, build and compile the model
+    (in `strategy`'s scope when given).
 
     `cfg` is resolved against the data first (`resolve_for_data`); `Training.cfg` holds the result.
     """
@@ -153,9 +169,10 @@ def prepare_training(cfg: Config, data: ImageDataset | None = None) -> Training:
     validation = (evaluation_pipeline(data.x_train[split.validation],
                                       node_labels(cfg, data, "train", split.validation), EVAL_BATCH)
                   if len(split.validation) else None)
-    model = compile_model(build_model(cfg, data.image_shape), cfg, steps)
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = compile_model(build_model(cfg, data.image_shape), cfg, steps)
     model.set_labelled_tail(*labelled_tail(cfg, data, split))
-    return Training(cfg, data, split, steps, validation, model)
+    return Training(cfg, data, split, steps, validation, model, strategy)
 
 
 def labelled_tail(cfg: Config, data: ImageDataset, split: LabelledSplit) -> tuple[int, tuple[str, ...]]:
@@ -186,36 +203,50 @@ def labelled_tail(cfg: Config, data: ImageDataset, split: LabelledSplit) -> tupl
 
 def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resume: bool = False,
                        verbose="auto", callbacks=()) -> dict:
-    """Train `cfg` into `run_dir`, evaluate on the test set, write metrics.json; return the metrics."""
+    """Train `cfg` into `run_dir`, evaluate on the test set, write metrics.json; return the metrics.
+
+    Under `train.distribute="multiworker"` every worker calls this with the same arguments; the
+    chief alone writes the run directory (config, logs, history, weights, metrics), the others
+    save their share of each checkpoint to a temporary directory, as TensorFlow's multi-worker
+    checkpointing requires, and resume from the chief's (a directory all workers can read).
+    """
     start = time.time()
-    check_run_dir(run_dir, overwrite, resume)
     cfg.validate()
+    strategy, cluster = make_strategy(cfg.train.distribute)
+    chief = is_chief(cluster)
+    if chief:
+        check_run_dir(run_dir, overwrite, resume)
     data = load_data(cfg)   # fail on bad data before touching the run directory
-    run = prepare_training(cfg, data)   # refuses an impossible split or class count before the run dir is made
+    run = prepare_training(cfg, data, strategy)   # refuses an impossible split or class count before the run dir is made
     cfg = run.cfg
     if resume and read_run_config(run_dir) != cfg:
         raise ConfigError(f"--resume: the configuration differs from the one saved in {run_dir}; "
                           "resume with the same settings (or none: they are read from the run)")
-    if not resume:
+    if not resume and chief:
         prepare_run_dir(run_dir, overwrite=overwrite)
         write_json_atomic(os.path.join(run_dir, "config.json"), cfg.to_dict())
     model, steps, validation, split = run.model, run.steps, run.validation, run.split
+    if model.xla_refusal:
+        print(model.xla_refusal, flush=True)
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     start_step = restore_latest(model, ckpt_dir) if resume else 0
+    save_dir = ckpt_dir if chief else tempfile.mkdtemp(prefix="tfstructvae-worker-checkpoints-")
 
     log_dir = os.path.join(run_dir, "logs")
-    if not resume:
+    if not resume and chief:
         _write_hparams(log_dir, cfg)
     guard = StopOnNonFinite()
-    saver = CheckpointEvery(ckpt_dir, cfg.train.checkpoint_every_steps or steps)
-    # First in the list, so that its step times exclude the other callbacks' work.
+    saver = CheckpointEvery(save_dir, cfg.train.checkpoint_every_steps or steps)
+    # First in the list, so that its step times exclude the other callbacks' work. Not across
+    # workers: each would time its own steps and might choose differently from the others.
     chooser = (FasterStep(log=print if verbose != 0 else (lambda message: None))
-               if cfg.train.jit_compile == "auto" and not cfg.train.deterministic else None)
+               if cfg.train.jit_compile == "auto" and model.jit_compile and not cfg.train.deterministic
+               and cluster is None else None)
+    writers = [keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
+               keras.callbacks.TensorBoard(log_dir, update_freq="epoch"),
+               ImageSummaries(log_dir, data.x_test[:8].astype(np.float32) / 255.0)] if chief else []
     cbs = [*([chooser] if chooser else []), guard, saver, ProgressBar(cfg.train.progress_metrics),
-           keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
-           keras.callbacks.TensorBoard(log_dir, update_freq="epoch"),
-           ImageSummaries(log_dir, data.x_test[:8].astype(np.float32) / 255.0),
-           *callbacks]
+           *writers, *callbacks]
 
     def fit(first_step, initial_epoch, epochs, steps_per_epoch):
         model.fit(run.pipeline(first_step), epochs=epochs, initial_epoch=initial_epoch,
@@ -234,7 +265,10 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
             f"interrupted by {saver.interrupted} at step {int(model.optimizer.iterations.numpy())}; "
             f"the state is saved in {ckpt_dir}: continue with --resume")
     train_time = time.time() - start
-    model.save_weights(os.path.join(run_dir, "model.weights.h5"))
+    if chief:
+        model.save_weights(os.path.join(run_dir, "model.weights.h5"))
+    else:
+        shutil.rmtree(save_dir, ignore_errors=True)
 
     metrics = evaluate_model(model, data, cfg)
     metrics.update({
@@ -250,13 +284,15 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
         "train_time_s": train_time,
         "wall_time_s": time.time() - start,
         "xla": bool(model.jit_compile),
+        "replicas": int(strategy.num_replicas_in_sync),
         **({"step_ms_xla": chooser.step_ms[True], "step_ms_without_xla": chooser.step_ms[False]}
            if chooser and chooser.step_ms else {}),
     })
     if validation is not None:
         val = model.evaluate(validation, return_dict=True, verbose=0)
         metrics["validation_error"] = 1.0 - float(val["accuracy"]) if "accuracy" in val else None
-    write_json_atomic(os.path.join(run_dir, "metrics.json"), metrics)
+    if chief:
+        write_json_atomic(os.path.join(run_dir, "metrics.json"), metrics)
     return metrics
 
 

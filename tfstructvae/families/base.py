@@ -41,6 +41,11 @@ class Family:
         return q.mean()
 
     @staticmethod
+    def sample(q, seed):
+        """A reparameterised sample of q (the `sample` estimator)."""
+        return q.sample(seed=seed)
+
+    @staticmethod
     def relaxed_sample(q, prior, temperature, seed):
         """(value, estimate of KL(q || p) at that value) for a relaxed (Concrete) sample."""
         raise NotImplementedError

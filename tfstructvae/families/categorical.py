@@ -12,8 +12,10 @@ Jacobian of exp cancels.
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
+from tfstructvae.distribution import global_batch_noise
 from tfstructvae.families.base import Family, tfd
 
 
@@ -51,7 +53,14 @@ class CategoricalFamily(Family):
     def relaxed_sample(q, prior, temperature, seed):
         q_relaxed = tfd.ExpRelaxedOneHotCategorical(temperature, logits=q.logits_parameter())
         p_relaxed = tfd.ExpRelaxedOneHotCategorical(temperature, logits=prior.logits_parameter())
-        log_sample = q_relaxed.sample(seed=seed)                                  # (..., B, K)
+        # q_relaxed.sample(seed), with the Gumbel noise drawn as one device draws it for the global
+        # minibatch under several replicas (global_batch_noise).
+        logits = q_relaxed.logits_parameter()                                      # (..., B, K)
+        tiny = np.finfo(np.float32).tiny
+        uniform = global_batch_noise(lambda shape: tf.random.stateless_uniform(shape, seed, minval=tiny, maxval=1.0),
+                                     tf.shape(logits), batch_axis=-2, static_shape=logits.shape)
+        noisy = (logits - tf.math.log(-tf.math.log(uniform))) / temperature
+        log_sample = noisy - tf.reduce_logsumexp(noisy, axis=-1, keepdims=True)
         return tf.exp(log_sample), q_relaxed.log_prob(log_sample) - p_relaxed.log_prob(log_sample)
 
     @staticmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfstructvae.distribution import global_batch_noise
 from tfstructvae.families.base import Family, label_rows, mask_all, tfd
 
 
@@ -23,6 +24,15 @@ class NormalFamily(Family):
         loc, raw_scale = tf.split(params, 2, axis=-1)
         scale = tf.nn.softplus(raw_scale) + scale_floor
         return tfd.Independent(tfd.Normal(loc, scale), reinterpreted_batch_ndims=1, name=name or "Normal")
+
+    @staticmethod
+    def sample(q, seed):
+        """loc + scale * eps, eps ~ N(0, I): what q.sample(seed) computes, with eps drawn as one
+        device draws it for the global minibatch under several replicas (global_batch_noise)."""
+        loc, scale = q.distribution.loc, q.distribution.scale
+        eps = global_batch_noise(lambda shape: tf.random.stateless_normal(shape, seed), tf.shape(loc),
+                                 batch_axis=-2, static_shape=loc.shape)     # rows: (B, D) | (E, B, D)
+        return loc + scale * eps
 
     @staticmethod
     def fixed_prior(size):
