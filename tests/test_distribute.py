@@ -205,3 +205,25 @@ def test_two_workers_killed_mid_epoch_resume_where_one_device_ends(tmp_path, sma
     assert all(np.array_equal(ours[k], theirs[k]) for k in ours)
     finish(launch(small_npz, tmp_path / "single", "none", extra=(*longer, "--no-xla")))
     assert_as_one_device(run, tmp_path / "single")
+
+
+def test_a_worker_that_dies_stops_the_other_with_its_name_and_the_remedy(tmp_path, small_npz):
+    import signal
+    import time
+
+    from tfstructvae.checkpointing import latest_step
+    workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    run = tmp_path / "run"
+    long_run = ("--steps-per-epoch", "5000", "--set", "train.checkpoint_every_steps=5")
+    procs = [launch(small_npz, run, "multiworker", env={"TF_CONFIG": json.dumps(tf_config(workers, i))},
+                    extra=long_run) for i in range(2)]
+    deadline = time.time() + 300
+    while latest_step(str(run / "checkpoints")) < 5:
+        assert all(p.poll() is None for p in procs) and time.time() < deadline
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGKILL)
+    killed = time.time()
+    _, err = procs[0].communicate(timeout=300)
+    assert procs[0].returncode == 3 and time.time() - killed < 120      # fails within the heartbeat timeout
+    assert "/job:worker/replica:0/task:1 stopped" in err and "restart every worker with --resume" in err
+    procs[1].wait(timeout=60)

@@ -162,6 +162,7 @@ def main(argv=None) -> int:
     from tfstructvae.callbacks import NonFiniteError
     from tfstructvae.config import ConfigError
     from tfstructvae.data import DataError
+    from tfstructvae.distribution import WorkerLost
     from tfstructvae.rundir import RunDirError, read_run_config
     from tfstructvae.train import TrainingInterrupted, evaluate_run, train_and_evaluate
     try:
@@ -184,6 +185,9 @@ def main(argv=None) -> int:
     except TrainingInterrupted as e:
         print(f"tfstructvae {args.command}: {e}", file=sys.stderr)
         return 130
+    except WorkerLost as e:
+        print(f"tfstructvae {args.command}: error: {e}", file=sys.stderr)
+        return 3
     except (ConfigError, DataError, RunDirError, NonFiniteError) as e:
         print(f"tfstructvae {args.command}: error: {e}", file=sys.stderr)
         return 2

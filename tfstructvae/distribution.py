@@ -16,12 +16,29 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import tensorflow as tf
 
 from tfstructvae.config import ConfigError
 
 KINDS = ("none", "mirrored", "multiworker")
+# What a dead peer looks like from the others: TensorFlow's coordination service stops the
+# collectives once a task misses its heartbeats (about 10 s here) and names it.
+PEER_FAILURES = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError)
+TASK_NAME = re.compile(r"/job:\w+/replica:\d+/task:\d+")
+
+
+class WorkerLost(RuntimeError):
+    """A worker of a multi-worker run stopped; the others stop too, and say which and how to go on."""
+
+
+def worker_lost(error: Exception, checkpoints: str) -> WorkerLost:
+    tasks = sorted(set(TASK_NAME.findall(str(error))))
+    who = ", ".join(tasks) if tasks else "a worker"
+    return WorkerLost(f"{who} stopped ({type(error).__name__}: no heartbeat or failed collective), so this "
+                      f"worker stops too; the last checkpoint is in {checkpoints}: restart every worker "
+                      "with --resume")
 TF_CONFIG_HELP = ('e.g. TF_CONFIG=\'{"cluster": {"worker": ["host0:12345", "host1:12345"]}, '
                   '"task": {"type": "worker", "index": 0}}\' on the first worker, index 1 on the second')
 

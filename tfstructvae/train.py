@@ -22,7 +22,8 @@ from tfstructvae.callbacks import FasterStep, ProgressBar, StopOnNonFinite
 from tfstructvae.checkpointing import CheckpointEvery, latest_step, restore_latest
 from tfstructvae.config import Config, ConfigError
 from tfstructvae.data.pipeline import missing_labels
-from tfstructvae.distribution import distribute_global_batches, is_chief, make_strategy, xla_refusal
+from tfstructvae.distribution import (PEER_FAILURES, distribute_global_batches, is_chief, make_strategy, worker_lost,
+                                      xla_refusal)
 from tfstructvae.data import (ImageDataset, LabelledSplit, epoch_steps, evaluation_pipeline, labelled_split, load_dataset,
                               training_pipeline)
 from tfstructvae.model import StructuredVAE
@@ -254,11 +255,16 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
                   verbose=verbose, shuffle=False)
 
     epoch, offset = divmod(start_step, steps)
-    if offset:   # finish the epoch the interruption cut short, on the same minibatches
-        fit(start_step, epoch, epoch + 1, steps - offset)
-        epoch += 1
-    if epoch < cfg.train.epochs and not (saver.interrupted or guard.message):
-        fit(epoch * steps, epoch, cfg.train.epochs, steps)
+    try:
+        if offset:   # finish the epoch the interruption cut short, on the same minibatches
+            fit(start_step, epoch, epoch + 1, steps - offset)
+            epoch += 1
+        if epoch < cfg.train.epochs and not (saver.interrupted or guard.message):
+            fit(epoch * steps, epoch, cfg.train.epochs, steps)
+    except PEER_FAILURES as e:
+        if cluster is None:
+            raise
+        raise worker_lost(e, ckpt_dir) from None
     guard.raise_if_failed(f"the last good state is kept in {ckpt_dir}; no weights or metrics were written")
     if saver.interrupted:
         raise TrainingInterrupted(
