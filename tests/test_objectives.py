@@ -3,6 +3,7 @@
 import math
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -206,6 +207,7 @@ def test_consistency_nodes_labelled_holds_a_measured_normal_factor_still():
     for term in ("consistency", "augment"):
         terms = {}
         for nodes in ("classifiers", "labelled"):
+            keras.utils.set_random_seed(1)                  # the same initial weights for both
             model = StructuredVAE((28, 28, 1), model_config=ModelConfig(hidden_units=(16,), graph=graph),
                                   objective_config=ObjectiveConfig(**{f"{term}_weight": 1.0},
                                                                    consistency_nodes=nodes), seed=1)
@@ -239,3 +241,29 @@ def test_cluster_error_matches_clusters_to_classes_one_to_one():
     labels = np.array([0, 0, 1, 1, 2, 2, 2])
     assert cluster_error(np.array([2, 2, 0, 0, 1, 1, 1]), labels, 3) == 0.0          # a relabelling
     assert cluster_error(np.array([1, 1, 1, 1, 0, 0, 2]), labels, 3) == pytest.approx(3 / 7)
+
+
+def test_a_node_weight_scales_its_share_of_the_consistency_terms():
+    from tfstructvae.graph import GraphError
+    base = ({"family": "categorical", "name": "y", "size": 10, "labelled": True},
+            {"family": "normal", "name": "slant", "size": 1, "labelled": True},
+            {"family": "normal", "name": "z", "size": 2, "parents": ["y", "slant"]})
+    x = images(4, 6)
+    labels = {"y": tf.constant([0, 1, -1, -1, -1, -1]), "slant": tf.constant([[0.5]] + [[np.nan]] * 5)}
+
+    def augment(graph, nodes="classifiers"):
+        keras.utils.set_random_seed(1)                      # the same initial weights every time
+        model = StructuredVAE((28, 28, 1), model_config=ModelConfig(hidden_units=(16,), graph=graph),
+                              objective_config=ObjectiveConfig(augment_weight=1.0, consistency_nodes=nodes), seed=1)
+        return model.objective_terms(x, labels, training=True)["augment"].numpy()
+
+    y_only = augment(base)
+    full_slant = augment(base, "labelled") - y_only
+    tenth = augment((base[0], {**base[1], "consistency": 0.1}, base[2])) - y_only   # held at 0.1 though
+    np.testing.assert_allclose(tenth, 0.1 * full_slant, rtol=1e-4, atol=1e-6)      # "classifiers" only
+    np.testing.assert_allclose(augment((base[0], {**base[1], "consistency": 0.0}, base[2]), "labelled"),
+                               y_only, rtol=1e-6)                                  # 0: not held
+    with pytest.raises(GraphError, match="consistency regularisers need a labelled node"):
+        augment(({**base[0], "consistency": 0.0}, *base[1:]))                     # nothing left to hold
+    with pytest.raises(ConfigError, match=r"node 'z': consistency=1.0 needs a labelled node"):
+        augment((*base[:2], {**base[2], "consistency": 1.0}))

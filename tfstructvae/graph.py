@@ -51,6 +51,10 @@ class _Node:
     labelled: bool = False                 # supervised: observed where an example carries a value
     estimator: str | None = None           # discrete nodes: enumerate | plugin | relaxed (None: default)
     alpha: float | None = None             # weight of log q(node = value) per labelled example (None: objective.alpha)
+    # This node's share of the consistency and augmentation terms (a factor on its KL there);
+    # None: 1 where objective.consistency_nodes holds the node, else not held. A value > 0 holds
+    # a labelled node that depends on x alone whatever consistency_nodes says; 0 never holds it.
+    consistency: float | None = None
     prior_parents: tuple[str, ...] = ()    # parents in p (conditional prior); () = fixed prior
 
     family: ClassVar[str] = ""
@@ -162,6 +166,10 @@ class LatentGraph:
                 raise GraphError(f"node {node.name!r}: scale_floor must be > 0, got {floor}")
             if node.alpha is not None and (node.alpha < 0 or not node.labelled):
                 raise GraphError(f"node {node.name!r}: alpha={node.alpha} needs a labelled node and alpha >= 0")
+            if node.consistency is not None and (node.consistency < 0 or (
+                    node.consistency > 0 and (not node.labelled or node.parents))):
+                raise GraphError(f"node {node.name!r}: consistency={node.consistency} needs a labelled node "
+                                 "that depends on x alone (no parents) and a weight >= 0")
             seen.add(node.name)
 
     # ------------------------------------------------------------ queries

@@ -96,8 +96,10 @@ class StructuredVAE(keras.Model):
         # consistency terms perturb x, so they need nodes that depend on x alone, and with
         # consistency_nodes="labelled" they hold every such labelled node still, of any family.
         self.regularised = [n for n in graph.classifier_nodes if not n.parents]
-        self.held_still = (self.regularised if objective_config.consistency_nodes == "classifiers" else
-                           [n for n in graph.labelled_nodes if not n.parents])
+        by_rule = (self.regularised if objective_config.consistency_nodes == "classifiers" else
+                   [n for n in graph.labelled_nodes if not n.parents])
+        self.held_still = [n for n in graph.labelled_nodes
+                           if (n in by_rule and n.consistency != 0) or (n.consistency or 0) > 0]
         if (objective_config.consistency_weight or objective_config.augment_weight) and not self.held_still:
             raise GraphError("the consistency regularisers need a labelled node that depends on x alone "
                              "(a categorical one unless objective.consistency_nodes='labelled'); this "
@@ -468,16 +470,16 @@ class StructuredVAE(keras.Model):
         cfg = self.objective_config
         if cfg.consistency_weight and training:
             terms["consistency"] = tf.add_n([
-                objectives.virtual_adversarial_kl(
+                _weighted(node, objectives.virtual_adversarial_kl(
                     lambda xp, n=node.name: self.q_node(n, xp, [], training),
-                    x, per_node[node.name][0], self._sample_seed(), cfg.consistency_epsilon, cfg.consistency_xi)
+                    x, per_node[node.name][0], self._sample_seed(), cfg.consistency_epsilon, cfg.consistency_xi))
                 for node in self.held_still])
         if cfg.augment_weight and training:
             terms["augment"] = tf.add_n([
-                objectives.augmentation_kl(
+                _weighted(node, objectives.augmentation_kl(
                     lambda xp, n=node.name: self.q_node(n, xp, [], training),
                     x, per_node[node.name][0], self._sample_seed(),
-                    cfg.augment_shift, cfg.augment_flip, cfg.augment_cutout, cfg.augment_threshold)
+                    cfg.augment_shift, cfg.augment_flip, cfg.augment_cutout, cfg.augment_threshold))
                 for node in self.held_still])
         return terms
 
@@ -568,3 +570,8 @@ def _reducible(logs: dict) -> dict:
     if not isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
         return logs
     return {k: tf.reshape(v, [1]) for k, v in logs.items()}
+
+
+def _weighted(node, term):
+    """A node's consistency term times its own `consistency` weight (None: 1)."""
+    return term if node.consistency in (None, 1.0) else node.consistency * term

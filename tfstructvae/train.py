@@ -327,10 +327,13 @@ def train_or_reuse(cfg: Config, run_dir: str) -> dict:
 
 
 def _same_settings(stored: dict, wanted: dict) -> bool:
-    """Two run configurations equal but for where the data files are."""
+    """Two run configurations equal but for where the data files are and how the step is run
+    (XLA or not, on how many replicas: the same computation up to rounding)."""
     if stored["model"]["image_shape"] is None:     # runs saved before shapes were recorded
         stored["model"]["image_shape"] = wanted["model"]["image_shape"]
     stored["data"]["data_dir"] = wanted["data"]["data_dir"]
+    for field in ("jit_compile", "distribute"):
+        stored["train"][field] = wanted["train"][field]
     return stored == wanted
 
 
