@@ -185,3 +185,16 @@ def test_yaleb_benchmark_reports_identity_and_lighting(tmp_path):
     assert r["labelled_faces"] == 190 and 0 <= r["test_error"] <= 1 and r["test_r2/lighting"] <= 1
     assert all(os.path.getsize(f) > 0 for f in r["figures"]) and len(r["figures"]) == 2
     assert 0 <= r["identity_swap_accuracy"] <= 1 and r["lighting_swap_r2"] <= 1 and r["control_faces"] == 10
+
+
+def test_fit_throughput_compares_the_whole_fit_with_the_step(tmp_path, mnist_dir):
+    out = tmp_path / "fit.json"
+    stdout = run("fit_throughput.py", "--data-dir", mnist_dir, "--out", str(out), "--estimators", "plugin",
+                 "--steps", "6", "--epochs", "2", "--step-repeats", "3", "--preset", "mnist-paper",
+                 "--set", "model.hidden_units=[16]", "--set", "data.validation_size=100")
+    rows = json.load(open(out))["runs"]
+    assert [r["xla"] for r in rows] == [True, False]
+    for r in rows:
+        assert 0 < r["loop_ms"] <= r["fit_ms"] * 1.5 and r["step_ms"] > 0
+        assert r["fit_over_step"] == r["fit_ms"] / r["step_ms"]
+    assert "fit/step" in stdout
