@@ -143,7 +143,6 @@ class FasterStep(keras.callbacks.Callback):
         self.chosen = self.step_ms[True] <= self.step_ms[False]
         if self.chosen:
             self._use(True)
-        self.model.test_function = self.model.predict_function = None
         self.log(f"train step: {self.step_ms[True]:.1f} ms with XLA, {self.step_ms[False]:.1f} ms without "
                  f"(medians of {self.timed} steps): training continues {'with' if self.chosen else 'without'} "
                  "XLA (set train.jit_compile to true or false to fix it)")

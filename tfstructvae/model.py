@@ -95,9 +95,8 @@ class StructuredVAE(keras.Model):
         # Regularisers on q(y|x) (entropy, consistency) apply to labelled categorical nodes; the
         # consistency terms perturb x, so they need nodes that depend on x alone, and with
         # consistency_nodes="labelled" they hold every such labelled node still, of any family.
-        self.regularised = [n for n in graph.classifier_nodes if not n.parents]
-        by_rule = (self.regularised if objective_config.consistency_nodes == "classifiers" else
-                   [n for n in graph.labelled_nodes if not n.parents])
+        by_rule = [n for n in (graph.classifier_nodes if objective_config.consistency_nodes == "classifiers"
+                               else graph.labelled_nodes) if not n.parents]
         self.held_still = [n for n in graph.labelled_nodes
                            if (n in by_rule and n.consistency != 0) or (n.consistency or 0) > 0]
         if (objective_config.consistency_weight or objective_config.augment_weight) and not self.held_still:

@@ -265,6 +265,9 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
         if cluster is None:
             raise
         raise worker_lost(e, ckpt_dir) from None
+    finally:
+        if not chief:      # a worker's share of the checkpoints is kept by the chief alone
+            shutil.rmtree(save_dir, ignore_errors=True)
     guard.raise_if_failed(f"the last good state is kept in {ckpt_dir}; no weights or metrics were written")
     if saver.interrupted:
         raise TrainingInterrupted(
@@ -273,8 +276,6 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
     train_time = time.time() - start
     if chief:
         model.save_weights(os.path.join(run_dir, "model.weights.h5"))
-    else:
-        shutil.rmtree(save_dir, ignore_errors=True)
 
     metrics = evaluate_model(model, data, cfg)
     metrics.update({
