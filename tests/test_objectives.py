@@ -267,3 +267,19 @@ def test_a_node_weight_scales_its_share_of_the_consistency_terms():
         augment(({**base[0], "consistency": 0.0}, *base[1:]))                     # nothing left to hold
     with pytest.raises(ConfigError, match=r"node 'z': consistency=1.0 needs a labelled node"):
         augment((*base[:2], {**base[2], "consistency": 1.0}))
+
+
+def test_augment_labelled_reads_the_supervised_term_on_a_transformed_copy():
+    x = images(5, 6)
+    y = tf.constant([0, 1, 2, -1, -1, -1])
+
+    def log_q(training=True, **objective):
+        keras.utils.set_random_seed(1)                      # the same initial weights every time
+        return tiny_model(**objective).objective_terms(x, y, training=training)["log_q/y"].numpy()
+
+    plain = log_q()
+    # the identity transformation changes nothing; a shifted, mirrored copy changes the labelled rows only
+    np.testing.assert_allclose(log_q(augment_labelled=True, augment_shift=0), plain, rtol=1e-6)
+    moved = log_q(augment_labelled=True, augment_shift=3, augment_flip=True)
+    assert (np.abs(moved[:3] - plain[:3]) > 1e-6).all() and (moved[3:] == 0).all()
+    np.testing.assert_allclose(log_q(False, augment_labelled=True, augment_shift=3), log_q(False), rtol=1e-6)

@@ -444,6 +444,14 @@ class StructuredVAE(keras.Model):
         reconstruction = self.p_x_given_latents(
             [values[n.name] for n in self.latent_graph], training).log_prob(x)    # (B,) | (E, B)
         terms = {"reconstruction": expectation(weights, reconstruction)}
+        cfg = self.objective_config
+        transformed = []
+
+        def shifted():      # one weakly transformed copy of the minibatch, for every classifier
+            if not transformed:
+                transformed.append(objectives.random_shift_and_flip(
+                    x, self._sample_seed(), cfg.augment_shift, cfg.augment_flip))
+            return transformed[0]
         batch = tf.shape(x)[:1]
         any_observed = tf.zeros(batch, tf.bool)
         for name, (q, kl, observed, mask) in per_node.items():
@@ -453,6 +461,8 @@ class StructuredVAE(keras.Model):
             if observed is None:                                                # no labels for this node
                 terms[f"log_q/{name}"] = terms[f"observed/{name}"] = tf.zeros(batch)
                 continue
+            if name in self.classifier_names and cfg.augment_labelled and training:
+                q = self.q_node(name, shifted(), [], training)     # log q(y | t(x)); config.py
             log_q = tf.where(mask, self.families[name].log_prob(q, observed), 0.0)
             terms[f"log_q/{name}"] = expectation(weights, log_q)
             terms[f"observed/{name}"] = tf.cast(mask, tf.float32)
@@ -466,7 +476,6 @@ class StructuredVAE(keras.Model):
                                         [terms[f"kl/{n.name}"] for n in self.latent_graph])
         terms["labelled"] = tf.cast(any_observed, tf.float32)
         terms["entropy"] = self._unlabelled_entropy(per_node, weights)
-        cfg = self.objective_config
         if cfg.consistency_weight and training:
             terms["consistency"] = tf.add_n([
                 _weighted(node, objectives.virtual_adversarial_kl(
