@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     from tfstructvae import get_preset
     from tfstructvae.config import parse_overrides
     from tfstructvae.rundir import write_json_atomic
-    from tfstructvae.train import prepare_training
+    from tfstructvae.train import prepare_training, weight_average_callbacks
 
     cfg = get_preset(args.preset).override(**{
         "data.data_dir": args.data_dir, "data.labels_per_class": args.labels_per_class,
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
 
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     model.fit(train, epochs=cfg.train.epochs, steps_per_epoch=steps, validation_data=validation,
-              callbacks=[Record()], verbose=0)
+              callbacks=[*weight_average_callbacks(cfg), Record()], verbose=0)
     return 0
 
 

@@ -39,3 +39,23 @@ def test_model_export_writes_the_serving_signatures(tmp_path):
     x = tf.constant(np.random.default_rng(1).uniform(size=(3, 12, 12, 1)), tf.float32)
     np.testing.assert_allclose(loaded.signatures["classify"](images=x)["probabilities"].numpy(),
                                model.classify(x).numpy(), atol=1e-6)
+
+
+def test_weight_average_is_polyak_averaging_and_replaces_the_weights_only_when_asked():
+    from tfstructvae.train import Adam
+    m = 0.5
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
+    model.compile(Adam(0.1, use_ema=True, ema_momentum=m), "mse")
+    seen = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: seen.append(float(model.get_weights()[0][0, 0])))
+    x, y = np.ones((4, 1), np.float32), np.full((4, 1), 3.0, np.float32)
+    model.fit(x, y, epochs=3, batch_size=4, verbose=0, callbacks=[record])
+    model.fit(x, y, epochs=2, batch_size=4, verbose=0, callbacks=[record])   # a resumed run: fit again
+    assert float(model.get_weights()[0][0, 0]) == seen[-1]       # fit ends on the weights it trained
+    assert len(set(seen)) == 5                                    # and the second fit went on from them
+    average = seen[0]                                             # Keras starts the average at step 1
+    for w in seen[1:]:
+        average = m * average + (1 - m) * w
+    model.optimizer.average_weights(model.trainable_variables)
+    np.testing.assert_allclose(model.get_weights()[0][0, 0], average, rtol=1e-6)

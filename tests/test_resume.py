@@ -109,3 +109,24 @@ def test_benchmark_reuse_resumes_a_run_cut_short(reference_run, tmp_path, mnist_
     assert "resuming from its last checkpoint" in result.stdout
     assert json.load(open(os.path.join(run_dir, "metrics.json")))["resumed_from_step"] == killed_at > 0
     assert comparable(run_dir) == comparable(reference_run)
+
+
+def test_a_weight_averaged_run_killed_mid_epoch_resumes_exactly(reference_run, tmp_path, mnist_dir):
+    # Keras would put the average in place at the end of the first of the two fit calls of a run
+    # resumed mid-epoch; the average replaces the weights once, after training (train.Adam).
+    ema = ("--set", "train.ema_momentum=0.99")
+    whole = str(tmp_path / "whole")
+    result = subprocess.run(train_cmd(whole, mnist_dir, *ema), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, ref = weights(whole), weights(reference_run)
+    assert not all(np.array_equal(a[k], ref[k]) for k in a)      # the averaged weights are another model
+    run_dir = str(tmp_path / "killed")
+    proc = subprocess.Popen(train_cmd(run_dir, mnist_dir, *ema), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_then(proc, run_dir, EVERY, signal.SIGKILL)                 # in the first epoch: two fit calls
+    assert 0 < checkpoint_step(run_dir) < STEPS
+    result = subprocess.run(train_cmd(run_dir, mnist_dir, *ema, "--resume"), capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert comparable(run_dir) == comparable(whole)
+    b = weights(run_dir)
+    assert all(np.array_equal(a[k], b[k]) for k in a)

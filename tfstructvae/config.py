@@ -222,6 +222,9 @@ class TrainConfig:
     steps_per_epoch: int | None = None   # default: one pass over the training pool
     checkpoint_every_steps: int | None = None   # default: at every epoch's end only
     deterministic: bool = False   # tf.config.experimental.enable_op_determinism()
+    # > 0: Adam keeps an exponential moving average of the weights with this momentum (Polyak
+    # averaging; e.g. 0.999); validation reads it during training and the trained model is it.
+    ema_momentum: float = 0.0
     # What the progress bar shows ("all": every logged term; each still goes to TensorBoard and
     # history.csv). `labelled_accuracy` is the accuracy on a batch's labelled examples.
     progress_metrics: tuple[str, ...] = ("loss", "elbo", "val_accuracy")
@@ -237,6 +240,8 @@ class TrainConfig:
             raise ConfigError(f"unknown distribute {self.distribute!r}; expected 'none', 'mirrored' or 'multiworker'")
         if self.jit_compile not in (True, False, "auto"):
             raise ConfigError(f"jit_compile must be true, false or 'auto', got {self.jit_compile!r}")
+        if not 0.0 <= self.ema_momentum < 1.0:
+            raise ConfigError(f"ema_momentum must lie in [0, 1) (0 = no weight average), got {self.ema_momentum}")
         for name in ("steps_per_epoch", "checkpoint_every_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

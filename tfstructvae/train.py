@@ -42,6 +42,23 @@ def build_model(cfg: Config, image_shape) -> StructuredVAE:
     return StructuredVAE.from_config(cfg, image_shape)
 
 
+class Adam(keras.optimizers.Adam):
+    """Adam whose weight average (`use_ema`) replaces the model's weights only when asked
+    (`average_weights`): Keras does it at the end of every `fit` call, and a run resumed in the
+    middle of an epoch calls `fit` twice, so the second call would go on from the average."""
+
+    def finalize_variable_values(self, var_list):
+        pass
+
+    def average_weights(self, var_list):
+        super().finalize_variable_values(var_list)
+
+
+def weight_average_callbacks(cfg: Config) -> list:
+    """Validation during fit reads the weight average, when there is one (train.ema_momentum)."""
+    return [keras.callbacks.SwapEMAWeights()] if cfg.train.ema_momentum else []
+
+
 def compile_model(model: StructuredVAE, cfg: Config, steps_per_epoch: int) -> StructuredVAE:
     """Compile for training under the current tf.distribute strategy (call it in its scope).
     `model.xla_refusal` says why XLA is off when the strategy's devices cannot compile the step."""
@@ -51,7 +68,8 @@ def compile_model(model: StructuredVAE, cfg: Config, steps_per_epoch: int) -> St
     # "auto" starts with XLA; train_and_evaluate's FasterStep may switch it off after timing both.
     model.xla_refusal = xla_refusal(tf.distribute.get_strategy())
     jit = cfg.train.jit_compile is not False and model.xla_refusal is None
-    model.compile(optimizer=keras.optimizers.Adam(lr), jit_compile=jit)
+    ema = cfg.train.ema_momentum
+    model.compile(optimizer=Adam(lr, use_ema=ema > 0, ema_momentum=ema or 0.99), jit_compile=jit)
     # Create the optimizer's slots now: variables created inside the first trace make
     # tf.function trace the step a second time.
     model.optimizer.build(model.trainable_variables)
@@ -247,7 +265,7 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
                keras.callbacks.TensorBoard(log_dir, update_freq="epoch"),
                ImageSummaries(log_dir, data.x_test[:8].astype(np.float32) / 255.0)] if chief else []
     cbs = [*([chooser] if chooser else []), guard, saver, ProgressBar(cfg.train.progress_metrics),
-           *writers, *callbacks]
+           *weight_average_callbacks(cfg), *writers, *callbacks]
 
     def fit(first_step, initial_epoch, epochs, steps_per_epoch):
         model.fit(run.pipeline(first_step), epochs=epochs, initial_epoch=initial_epoch,
@@ -274,6 +292,7 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
             f"interrupted by {saver.interrupted} at step {int(model.optimizer.iterations.numpy())}; "
             f"the state is saved in {ckpt_dir}: continue with --resume")
     train_time = time.time() - start
+    model.optimizer.average_weights(model.trainable_variables)     # no-op without train.ema_momentum
     if chief:
         model.save_weights(os.path.join(run_dir, "model.weights.h5"))
 
