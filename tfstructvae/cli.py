@@ -123,6 +123,28 @@ def draw(args) -> dict:
     return {"png": visualize.save_png(image, args.out), "shape": list(image.shape)}
 
 
+def prepare_data(args) -> dict:
+    from tfstructvae.data import DataError, load_dataset, load_shards, write_dataset
+    from tfstructvae.data.records import write_tfds
+    if args.shards < 1:
+        raise DataError(f"--shards must be >= 1, got {args.shards}")
+
+    def progress(split, done, total):
+        print(f"\r{split}: {done}/{total} examples written", end="\n" if done == total else "",
+              file=sys.stderr, flush=True)
+    if args.source == "tfds":
+        from tfstructvae.data.sources import DATASETS
+        if args.dataset not in DATASETS or not DATASETS[args.dataset][0]:
+            raise DataError(f"no TFDS name for dataset {args.dataset!r}")
+        write_tfds(DATASETS[args.dataset][0], args.out, args.shards, args.data_dir, progress=progress)
+    else:
+        write_dataset(load_dataset(args.dataset, args.data_dir, source=args.source), args.out, args.shards,
+                      progress=progress)
+    data = load_shards(args.out)        # read back: the manifest and every shard's size are checked
+    return {"out": args.out, "name": data.name, "train_examples": len(data.x_train),
+            "test_examples": len(data.x_test), "image_shape": list(data.image_shape), "shards": args.shards}
+
+
 def _verbosity(v: str):
     return v if v == "auto" else int(v)
 
@@ -157,6 +179,14 @@ def main(argv=None) -> int:
     sg.add_argument("--steps", type=int, default=8)
     sg.add_argument("--node", help="the categorical node to vary (default: the class)")
     sg.add_argument("--style", help="the 2-d continuous node to sweep (default: the class's child)")
+    pd = sub.add_parser("prepare-data", help="write a dataset as TFRecord shards that training reads on demand "
+                        "(for data larger than memory); train with --data-dir OUT")
+    pd.add_argument("--dataset", default="mnist", help="a known dataset, or your own .npz given as --data-dir")
+    pd.add_argument("--data-dir", help="where its files are (as for train)")
+    pd.add_argument("--source", choices=("auto", "files", "tfds"), default="auto",
+                    help="tfds: stream a prepared TFDS copy a batch at a time (flat memory)")
+    pd.add_argument("--out", required=True, help="directory to write the shards to")
+    pd.add_argument("--shards", type=int, default=4, help="files per split")
     args = parser.parse_args(argv)
 
     from tfstructvae.callbacks import NonFiniteError
@@ -178,6 +208,8 @@ def main(argv=None) -> int:
                            args.output_dir, verbose=0 if args.verbose == "0" else 1, restart=args.overwrite)
         elif args.command in ("analogies", "style-grid"):
             metrics = draw(args)
+        elif args.command == "prepare-data":
+            metrics = prepare_data(args)
         elif args.command == "export":
             metrics = export_run(args.run_dir, args.out_dir)
         else:

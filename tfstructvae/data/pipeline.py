@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from tfstructvae.config import DataConfig
 from tfstructvae.data.formats import DataError
+from tfstructvae.data.records import ShardedImages
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -113,8 +114,12 @@ def training_pipeline(x_unlabelled: np.ndarray, x_labelled: np.ndarray, y_labell
     check_arrays(x_unlabelled, x_labelled, y_labelled, num_classes)
     B = cfg.batch_size
     n_u, n_l = len(x_unlabelled), len(x_labelled)
-    # One pool: unlabelled examples first (label -1), then the labelled ones.
-    pool_x = np.concatenate([x_unlabelled, x_labelled]) if n_l else x_unlabelled
+    # One pool: unlabelled examples first (label -1), then the labelled ones. Images in shards
+    # (data/records.py) stay there: the pool is a list of rows, read a minibatch at a time.
+    if isinstance(x_unlabelled, ShardedImages):
+        pool_x = x_unlabelled.concatenate(x_labelled)
+    else:
+        pool_x = np.concatenate([x_unlabelled, x_labelled]) if n_l else x_unlabelled
     if isinstance(y_labelled, dict):
         y_unlabelled = y_unlabelled or {}
         check_node_labels(y_unlabelled, n_u, what="unlabelled")
@@ -148,10 +153,17 @@ def training_pipeline(x_unlabelled: np.ndarray, x_labelled: np.ndarray, y_labell
         idx = tf.data.Dataset.zip(_index_batches(u_idx, B - b_l, seed_u),
                                   _index_batches(l_idx, b_l, seed_l)).map(lambda u, l: tf.concat([u, l], 0))
 
-    images, labels = tf.constant(pool_x), tf.nest.map_structure(tf.constant, pool_y)
+    labels = tf.nest.map_structure(tf.constant, pool_y)
+    if isinstance(pool_x, ShardedImages):
+        read = pool_x.tf_read
+    else:
+        images = tf.constant(pool_x)
+
+        def read(batch_indices):
+            return tf.gather(images, batch_indices)
 
     def gather(batch_indices):
-        return to_model_inputs(tf.gather(images, batch_indices),
+        return to_model_inputs(read(batch_indices),
                                tf.nest.map_structure(lambda y: tf.gather(y, batch_indices), labels))
 
     steps = epoch_steps(n_u, n_l, B)
@@ -161,6 +173,11 @@ def training_pipeline(x_unlabelled: np.ndarray, x_labelled: np.ndarray, y_labell
 def evaluation_pipeline(x: np.ndarray, y, batch_size: int) -> tf.data.Dataset:
     """Labelled examples in order, for `evaluate` and validation; y an array or {node: labels}."""
     y = {k: np.asarray(v) for k, v in y.items()} if isinstance(y, dict) else y.astype(np.int32)
+    if isinstance(x, ShardedImages):       # read a batch at a time from the shards
+        return (tf.data.Dataset.from_tensor_slices((np.arange(len(x)), y))
+                .batch(batch_size)
+                .map(lambda i, labels: to_model_inputs(x.tf_read(i), labels), num_parallel_calls=AUTOTUNE)
+                .prefetch(AUTOTUNE))
     return (tf.data.Dataset.from_tensor_slices((x, y))
             .batch(batch_size)
             .map(to_model_inputs, num_parallel_calls=AUTOTUNE)

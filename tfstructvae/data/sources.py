@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from tfstructvae.data.formats import DataError, ImageDataset, load_idx_dir, load_npz, load_tfds
+from tfstructvae.data.records import is_shard_dir, load_shards
 from tfstructvae.data.svhn import load_svhn_dir
 from tfstructvae.data.yaleb import ARCHIVE as YALEB_ARCHIVE, find_yaleb, load_yaleb
 
@@ -39,12 +40,15 @@ def candidate_dirs(name: str, data_dir: str | None) -> list[str]:
 def load_dataset(name: str = "mnist", data_dir: str | None = None, source: str = "auto",
                  download: bool = False, verify_checksum: bool = True, use_extra: bool = False) -> ImageDataset:
     """Load `name` from IDX, .npz or (SVHN) .mat files, or from TFDS; or, when `data_dir` is a
-    `.npz` file, that file whatever its image shape and class count.
+    `.npz` file or a directory of TFRecord shards (`tfstructvae prepare-data`), that data
+    whatever its name, image shape and class count (shards: images read on demand).
 
     source: "auto" (files, then a prepared TFDS copy), "files", or "tfds".
     download: let TFDS download when no prepared copy exists (needs network).
     verify_checksum, use_extra: SVHN only (official md5 sums; add extra_32x32.mat to train).
     """
+    if is_shard_dir(data_dir):  # written by `tfstructvae prepare-data`: read on demand, whatever its name
+        return load_shards(data_dir)
     if name == "mnist_pairs":   # built from the MNIST files wherever they are found
         from tfstructvae.data.pairs import mnist_pairs
         return mnist_pairs(load_dataset("mnist", data_dir, source, download))
