@@ -198,3 +198,20 @@ def test_fit_throughput_compares_the_whole_fit_with_the_step(tmp_path, mnist_dir
         assert 0 < r["loop_ms"] <= r["fit_ms"] * 1.5 and r["step_ms"] > 0
         assert r["fit_over_step"] == r["fit_ms"] / r["step_ms"]
     assert "fit/step" in stdout
+
+
+def test_scaling_times_one_and_two_workers_and_the_shards(tmp_path, mnist_dir):
+    out = tmp_path / "scaling.json"
+    run("scaling.py", "--data-dir", mnist_dir, "--out", str(out), "--preset", "mnist-paper", "--steps", "5",
+        "--copies", "2", "--work-dir", str(tmp_path / "work"))
+    result = json.load(open(out))
+    one, two = result["workers"]["1"], result["workers"]["2"]
+    assert one["workers"] == 1 and two["workers"] == 2 and one["global_batch"] == two["global_batch"]
+    assert result["workers"]["scaling_efficiency"] == two["examples_per_s"] / (2 * one["examples_per_s"])
+    assert all(v > 0 for v in result["streaming"]["pipeline_batches_per_s"].values())
+    assert result["streaming"]["train_examples_per_s"]["shards"] > 0
+    rss = {kind: {n: v["rss_mb"] for n, v in sizes.items()} for kind, sizes in result["memory_mb"].items()}
+    assert set(rss["memory"]) == set(rss["shards"]) == {"60000", "120000"}
+    # the in-memory pipeline holds the second copy of 47 MB of images (and TF's copy of it); the shards do not
+    assert rss["memory"]["120000"] - rss["memory"]["60000"] > 40
+    assert rss["shards"]["120000"] - rss["shards"]["60000"] < rss["memory"]["120000"] - rss["memory"]["60000"]

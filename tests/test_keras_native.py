@@ -59,3 +59,16 @@ def test_weight_average_is_polyak_averaging_and_replaces_the_weights_only_when_a
         average = m * average + (1 - m) * w
     model.optimizer.average_weights(model.trainable_variables)
     np.testing.assert_allclose(model.get_weights()[0][0, 0], average, rtol=1e-6)
+
+
+def test_epoch_time_is_logged_without_the_validation():
+    import time
+    from tfstructvae.callbacks import EpochTime
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile("adam", "mse")
+    slow_validation = keras.callbacks.LambdaCallback(on_test_end=lambda logs: time.sleep(3.0))
+    x = np.ones((8, 1), np.float32)
+    history = model.fit(x, x, epochs=2, batch_size=4, validation_data=(x, x), verbose=0,
+                        callbacks=[EpochTime(), slow_validation])
+    times = history.history["epoch_time_s"]
+    assert len(times) == 2 and all(t > 0 for t in times) and times[1] < 2.0   # the first one compiles

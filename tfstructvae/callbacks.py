@@ -51,6 +51,21 @@ class StopOnNonFinite(keras.callbacks.Callback):
             raise NonFiniteError(self.message + (f"; {note}" if note else ""))
 
 
+class EpochTime(keras.callbacks.Callback):
+    """Logs `epoch_time_s`, the wall time of the epoch's training steps (validation excluded),
+    so history.csv and TensorBoard show throughput next to the loss."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start, self._steps_end = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):      # fit validates after the epoch's last step
+        self._steps_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and hasattr(self, "_start"):
+            logs["epoch_time_s"] = (self._steps_end or time.perf_counter()) - self._start
+
+
 class ProgressBar(keras.callbacks.ProgbarLogger):
     """Keras' progress bar showing only `shown` of the logged figures ("all" or None: every one).
 
