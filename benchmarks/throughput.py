@@ -106,16 +106,21 @@ def step_shapes(model, batch: int, estimator: str) -> list[tuple[int, int, int]]
     return dense_shapes(model, batch - tail, estimator) + dense_shapes(model, tail, "plugin")
 
 
-def step_seconds(cfg, batch, steps, warmup, labelled_tail: str = "auto") -> tuple[float, object]:
+def step_seconds(cfg, batch, steps, warmup, labelled_tail: str = "auto", kind: str = "preset") -> tuple[float, object]:
     """One fixed minibatch laid out as the preset's pipeline lays it out: in `share` mode the last
     round(share * B) examples labelled, declared to the model as a labelled tail as training does
     (`auto`: when they are the whole minibatch), `always` or `never`; in `rate` mode about a tenth
-    of the examples labelled at random places."""
+    of the examples labelled at random places. `kind`: "unlabelled" or "labelled" for a minibatch
+    that is all one (a labelled one declared as the labelled tail, as training does)."""
     model = compile_model(build_model(cfg, (28, 28, 1)), cfg, steps_per_epoch=1000)
     rng = np.random.default_rng(0)
     x = tf.constant(rng.uniform(size=(batch, 28, 28, 1)), tf.float32)
     tail = labelled_rows(cfg, batch)
-    if tail:
+    if kind in ("unlabelled", "labelled"):
+        y = np.full(batch, -1) if kind == "unlabelled" else rng.integers(0, 10, batch)
+        if kind == "labelled":
+            model.set_labelled_tail(batch, (model.label_node.name,))
+    elif tail:
         y = np.concatenate([np.full(batch - tail, -1), rng.integers(0, 10, tail)])
         if labelled_tail == "always" or (labelled_tail == "auto" and tail == batch):
             model.set_labelled_tail(tail, (model.label_node.name,))

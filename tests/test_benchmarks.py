@@ -215,3 +215,19 @@ def test_scaling_times_one_and_two_workers_and_the_shards(tmp_path, mnist_dir):
     # the in-memory pipeline holds the second copy of 47 MB of images (and TF's copy of it); the shards do not
     assert rss["memory"]["120000"] - rss["memory"]["60000"] > 40
     assert rss["shards"]["120000"] - rss["shards"]["60000"] < rss["memory"]["120000"] - rss["memory"]["60000"]
+
+
+def test_compare_peers_times_pyro_and_the_package_on_the_same_model(tmp_path, mnist_dir):
+    out = tmp_path / "peers.json"
+    stdout = run("compare_peers.py", "--out", str(out), "--steps", "2", "--warmup", "1", "--seconds", "3",
+                 "--data-dir", mnist_dir)
+    result = json.load(open(out))
+    assert result["pyro"]["pyro"].startswith("1.") and result["pyro"]["threads"] == 2
+    for side in ("pyro", "package"):
+        assert 0.0 <= result[side]["accuracy"]["test_error"] <= 1.0 and result[side]["accuracy"]["steps"] > 0
+    assert set(result["package"]["timing"]) == {f"{e}{x}/{k}" for e in ("enumerate", "plugin") for x in ("", "_no_xla")
+                                                for k in ("unlabelled", "labelled")}
+    ratio = result["ratios_examples_per_sec"]["enumerate/unlabelled / pyro"]
+    assert ratio == (result["package"]["timing"]["enumerate/unlabelled"]["examples_per_sec"]
+                     / result["pyro"]["timing"]["unlabelled"]["examples_per_sec"])
+    assert "test error after 3 s" in stdout

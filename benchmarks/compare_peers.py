@@ -1,0 +1,141 @@
+"""tfstructvae against Pyro's semi-supervised VAE, the same model at the same sizes, side by side.
+
+    pip install -e '.[peers]'
+    python benchmarks/compare_peers.py --data-dir ../shared/data/mnist --out benchmarks/results/peers.json
+
+The model both sides train (Pyro's example, examples/vae/ss_vae_M2.py): one hidden layer of 500
+softplus units per network, a 50-d style, minibatches of 100, y summed out exactly on unlabelled
+minibatches, the classifier term alpha log q(y|x) (alpha = 46, the example's) on labelled ones,
+no other term. Here: `mnist-paper` with `model.hidden_units=[500]`, `model.style_dim=50`,
+`model.activation=softplus`, `objective.alpha=46`; Pyro: benchmarks/peers/pyro_ssvae.py.
+
+1. Step throughput on one fixed unlabelled and one fixed labelled minibatch: Pyro's parallel
+   enumeration; the package's enumeration and plug-in, with and without XLA.
+2. With `--seconds S`: each side trains on real MNIST with 10 labels per class (a labelled
+   minibatch with probability 0.1) for S seconds of wall time; the test error of q(y|x) after it.
+
+Each side runs in its own process, one after the other, on `--threads` threads (TensorFlow's
+intra-op pool, torch.set_num_threads): never both at once, and nothing else on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODEL = {"model.hidden_units": (500,), "model.style_dim": 50, "model.activation": "softplus",
+         "objective.alpha": 46.0, "objective.consistency_weight": 0.0, "objective.entropy_weight": 0.0,
+         "data.batch_size": 100, "data.supervision_mode": "rate", "data.supervision_rate": 0.1}
+
+
+def package_side(args) -> dict:
+    """This process, as the package's side: the step timings, then the timed training."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+    from throughput import step_seconds
+    from tfstructvae import get_preset
+    from tfstructvae.train import evaluate_model, prepare_training
+
+    base = get_preset("mnist-paper").override(**MODEL)
+    timing = {}
+    for estimator in ("enumerate", "plugin"):
+        for xla in (True, False):
+            for kind in ("unlabelled", "labelled"):
+                cfg = base.override(**{"objective.estimator": estimator, "train.jit_compile": xla})
+                seconds, _ = step_seconds(cfg, 100, args.steps, args.warmup, kind=kind)
+                timing[f"{estimator}{'' if xla else '_no_xla'}/{kind}"] = {
+                    "step_ms": 1e3 * seconds, "examples_per_sec": 100 / seconds}
+                print(f"package {estimator:9s} xla={xla!s:5s} {kind:10s} {100 / seconds:8.0f} ex/s", flush=True)
+    result = {"peer": "tfstructvae", "threads": args.threads, "timing": timing}
+    if args.seconds:
+        cfg = base.override(**{"objective.estimator": "enumerate", "data.data_dir": args.data_dir,
+                               "data.validation_size": 0, "train.epochs": 1000})
+        run = prepare_training(cfg)
+
+        class Budget(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.start, self.steps = time.perf_counter(), 0
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.steps += 1
+                if time.perf_counter() - self.start >= args.seconds:
+                    self.model.stop_training = True
+
+        budget = Budget()
+        run.model.fit(run.pipeline(), epochs=cfg.train.epochs, steps_per_epoch=run.steps, callbacks=[budget],
+                      verbose=0)
+        trained = time.perf_counter() - budget.start
+        metrics = evaluate_model(run.model, run.data, run.cfg)
+        result["accuracy"] = {"train_seconds": trained, "steps": budget.steps, "test_error": metrics["test_error"],
+                              "labels_per_class": cfg.data.labels_per_class, "supervision_rate": 0.1,
+                              "estimator": "enumerate", "xla": bool(run.model.jit_compile)}
+    return result
+
+
+def ratios(package: dict, pyro: dict) -> dict:
+    out = {}
+    for key, row in package["timing"].items():
+        kind = key.split("/")[1]
+        out[f"{key} / pyro"] = row["examples_per_sec"] / pyro["timing"][kind]["examples_per_sec"]
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True)
+    p.add_argument("--data-dir", help="real MNIST, for --seconds")
+    p.add_argument("--seconds", type=float, help="train each side this long on real MNIST, then test")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--side", choices=("both", "package"), default="both", help=argparse.SUPPRESS)
+    p.add_argument("--side-out", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.seconds and not args.data_dir:
+        p.error("--seconds needs --data-dir (real MNIST)")
+
+    if args.side == "package":
+        sys.path.insert(0, HERE)
+        with open(args.side_out, "w") as f:
+            json.dump(package_side(args), f)
+        return 0
+
+    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(args.threads), "TF_NUM_INTEROP_THREADS": "1"}
+    common = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
+    if args.seconds:
+        common += ["--seconds", str(args.seconds), "--data-dir", args.data_dir]
+    with tempfile.TemporaryDirectory() as tmp:
+        sides = {}
+        for side, cmd in (
+                ("pyro", [sys.executable, os.path.join(HERE, "peers", "pyro_ssvae.py"), "--out",
+                          os.path.join(tmp, "pyro.json"), *common]),
+                ("package", [sys.executable, os.path.abspath(__file__), "--side", "package", "--side-out",
+                             os.path.join(tmp, "package.json"), "--out", args.out, *common])):
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=7200)
+            if done.returncode:
+                raise SystemExit(f"{side} side failed:\n{done.stderr[-3000:]}")
+            sides[side] = json.load(open(os.path.join(tmp, f"{side}.json")))
+            print(f"{side}: done", flush=True)
+    result = {"command": " ".join(["python", "benchmarks/compare_peers.py", *(argv or sys.argv[1:])]),
+              "model": {k: list(v) if isinstance(v, tuple) else v for k, v in MODEL.items()},
+              "pyro": sides["pyro"], "package": sides["package"],
+              "ratios_examples_per_sec": ratios(sides["package"], sides["pyro"])}
+    from tfstructvae.rundir import write_json_atomic
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    write_json_atomic(args.out, result)
+    for name, value in result["ratios_examples_per_sec"].items():
+        print(f"{name:38s} x{value:.2f}")
+    if args.seconds:
+        print(f"test error after {args.seconds:.0f} s: package {sides['package']['accuracy']['test_error']:.4f}, "
+              f"pyro {sides['pyro']['accuracy']['test_error']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
