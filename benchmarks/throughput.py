@@ -1,5 +1,8 @@
 """Training throughput per estimator, with and without XLA, against a matmul roofline.
 
+`--growth --png FILE.png` adds growth curves: examples/s against the class count K and against
+the batch size, for plug-in, enumeration and relaxed, and how many times each step was traced.
+
 For each (estimator, xla) the real Keras train function runs on one fixed MNIST-shaped
 batch (input pipeline excluded); examples/s = batch / median step time. In the same run
 the bare dense matrix products that the step's networks need are timed: for every dense
@@ -128,6 +131,12 @@ def step_seconds(cfg, batch, steps, warmup, labelled_tail: str = "auto", kind: s
         y = np.where(rng.uniform(size=batch) < 0.1, rng.integers(0, 10, batch), -1)
     y = tf.constant(y, tf.int32)
     iterator = iter(tf.data.Dataset.from_tensors((x, y)).repeat())
+    model.traces, step = 0, model.train_step
+
+    def counted_step(data):        # the Python step runs once per trace of the compiled function
+        model.traces += 1
+        return step(data)
+    model.train_step = counted_step
     model.make_train_function()
     train = model.train_function
 
@@ -137,6 +146,45 @@ def step_seconds(cfg, batch, steps, warmup, labelled_tail: str = "auto", kind: s
         (out.get_value() if hasattr(out, "get_value") else out)["loss"].numpy()
 
     return time_calls(one_step, steps, warmup), model
+
+
+def growth(args) -> list[dict]:
+    """examples/s against the class count K (at --batch-size) and against the batch size (at K = 10),
+    per estimator, XLA as --growth-xla; and how many times each step was traced."""
+    rows = []
+    sweeps = [("classes", k, args.batch_size) for k in args.classes] + \
+             [("batch_size", 10, b) for b in args.batch_sizes]
+    for estimator in ("plugin", "enumerate", "relaxed"):
+        for sweep, k, batch in sweeps:
+            cfg = get_preset(args.preset).override(**{
+                **parse_overrides(args.set), "objective.estimator": estimator, "model.num_classes": k,
+                "train.jit_compile": args.growth_xla, "data.batch_size": batch})
+            seconds, model = step_seconds(cfg, batch, args.steps, args.warmup, args.labelled_tail)
+            rows.append({"sweep": sweep, "estimator": estimator, "classes": k, "batch_size": batch,
+                         "xla": args.growth_xla, "step_ms": 1e3 * seconds, "examples_per_sec": batch / seconds,
+                         "traces": model.traces})
+            print(f"growth {estimator:9s} K={k:4d} B={batch:5d} {batch / seconds:9.0f} ex/s "
+                  f"(traced {model.traces}x)", flush=True)
+    return rows
+
+
+def plot_growth(rows: list[dict], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, sweep, label in ((axes[0], "classes", "classes K"), (axes[1], "batch_size", "batch size")):
+        for estimator in ("plugin", "enumerate", "relaxed"):
+            points = [(r[sweep], r["examples_per_sec"]) for r in rows
+                      if r["sweep"] == sweep and r["estimator"] == estimator]
+            ax.plot(*zip(*points), marker="o", label=estimator)
+        ax.set(xscale="log", yscale="log", xlabel=label, ylabel="examples/s (train step)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    axes[0].set_title(f"batch {rows[0]['batch_size']}")
+    axes[1].set_title("K = 10")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 def main(argv=None) -> int:
@@ -152,6 +200,13 @@ def main(argv=None) -> int:
     p.add_argument("--labelled-tail", choices=("auto", "always", "never"), default="auto",
                    help="share mode: compute the labelled examples apart, as training does (auto: when "
                         "the whole minibatch is labelled), always, or never")
+    p.add_argument("--growth", action="store_true",
+                   help="also sweep the class count and the batch size for every estimator (growth curves)")
+    p.add_argument("--classes", type=lambda v: [int(k) for k in v.split(",")], default=[10, 50, 100, 500])
+    p.add_argument("--batch-sizes", type=lambda v: [int(b) for b in v.split(",")],
+                   default=[32, 64, 128, 256, 512, 1024])
+    p.add_argument("--growth-xla", action="store_true", help="the growth sweeps with XLA (default: without)")
+    p.add_argument("--png", help="with --growth: the growth curves as a PNG")
     args = p.parse_args(argv)
 
     results = []
@@ -169,7 +224,7 @@ def main(argv=None) -> int:
                 "labelled_tail": model.labelled_tail,
                 "step_ms": 1e3 * seconds, "examples_per_sec": args.batch_size / seconds,
                 "roofline_ms": 1e3 * roof, "roofline_examples_per_sec": args.batch_size / roof,
-                "roofline_fraction": roof / seconds,
+                "roofline_fraction": roof / seconds, "traces": model.traces,
                 "matmul_gflop_per_step": flops / 1e9, "achieved_gflops": flops / seconds / 1e9,
             }
             results.append(row)
@@ -190,10 +245,14 @@ def main(argv=None) -> int:
         print(f"enumerate / plugin: step time x{summary['enumerate_over_plugin_time']:.2f}; predicted by the "
               f"extra matmul work: x{summary['enumerate_over_plugin_roofline_time']:.2f} in roofline time, "
               f"x{summary['enumerate_over_plugin_matmul_flops']:.2f} in FLOPs")
-    out = {"results": results, "summary": summary,
-           "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                       "python": sys.version.split()[0], "tensorflow": tf.__version__},
-           "command": " ".join(["python", "benchmarks/throughput.py", *(argv or sys.argv[1:])])}
+    out = {"results": results, "summary": summary}
+    if args.growth:
+        out["growth"] = growth(args)
+        if args.png:
+            plot_growth(out["growth"], args.png)
+    out |= {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                        "python": sys.version.split()[0], "tensorflow": tf.__version__},
+            "command": " ".join(["python", "benchmarks/throughput.py", *(argv or sys.argv[1:])])}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     write_json_atomic(args.out, out)
     return 0

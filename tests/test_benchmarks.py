@@ -231,3 +231,16 @@ def test_compare_peers_times_pyro_and_the_package_on_the_same_model(tmp_path, mn
     assert ratio == (result["package"]["timing"]["enumerate/unlabelled"]["examples_per_sec"]
                      / result["pyro"]["timing"]["unlabelled"]["examples_per_sec"])
     assert "test error after 3 s" in stdout
+
+
+def test_throughput_growth_curves_trace_each_step_once(tmp_path):
+    out, png = tmp_path / "growth.json", tmp_path / "growth.png"
+    run("throughput.py", "--out", str(out), "--steps", "2", "--warmup", "1", "--estimators", "plugin",
+        "--set", "model.hidden_units=[16]", "--growth", "--classes", "10,20", "--batch-sizes", "16,32",
+        "--png", str(png))
+    rows = json.load(open(out))["growth"]
+    assert len(rows) == 3 * 4 and {r["estimator"] for r in rows} == {"plugin", "enumerate", "relaxed"}
+    assert {(r["classes"], r["batch_size"]) for r in rows if r["sweep"] == "classes"} == {(10, 100), (20, 100)}
+    assert {(r["classes"], r["batch_size"]) for r in rows if r["sweep"] == "batch_size"} == {(10, 16), (10, 32)}
+    assert all(r["traces"] == 1 and r["examples_per_sec"] > 0 for r in rows)
+    assert png.stat().st_size > 1000
