@@ -244,3 +244,16 @@ def test_throughput_growth_curves_trace_each_step_once(tmp_path):
     assert {(r["classes"], r["batch_size"]) for r in rows if r["sweep"] == "batch_size"} == {(10, 16), (10, 32)}
     assert all(r["traces"] == 1 and r["examples_per_sec"] > 0 for r in rows)
     assert png.stat().st_size > 1000
+
+
+def test_time_to_error_records_the_first_crossing_of_each_threshold(tmp_path, mnist_dir):
+    out = tmp_path / "tte.json"
+    stdout = run("time_to_error.py", "--data-dir", mnist_dir, "--out", str(out), "--preset", "mnist-paper",
+                 "--set", "train.epochs=2", "--set", "model.hidden_units=[16]", "--steps-per-epoch", "20",
+                 "--every", "10", "--thresholds", "0.99,0.0", "--validation-size", "500")
+    result = json.load(open(out))
+    assert [c["step"] for c in result["curve"]] == [10, 20, 30, 40]        # 0% is never reached: to the end
+    assert result["time_to"]["0.99"]["step"] == 10 and result["time_to"]["0.0"] is None
+    seconds = [c["train_seconds"] for c in result["curve"]]
+    assert all(0 < a < b for a, b in zip(seconds, seconds[1:]))
+    assert "0%: not reached" in stdout
