@@ -114,14 +114,17 @@ def step_seconds(cfg, batch, steps, warmup, labelled_tail: str = "auto", kind: s
     round(share * B) examples labelled, declared to the model as a labelled tail as training does
     (`auto`: when they are the whole minibatch), `always` or `never`; in `rate` mode about a tenth
     of the examples labelled at random places. `kind`: "unlabelled" or "labelled" for a minibatch
-    that is all one (a labelled one declared as the labelled tail, as training does)."""
+    that is all one (in `rate` mode the step tells them apart, as in training; else a labelled
+    one is declared as the labelled tail, as training does when every minibatch is labelled)."""
     model = compile_model(build_model(cfg, (28, 28, 1)), cfg, steps_per_epoch=1000)
     rng = np.random.default_rng(0)
     x = tf.constant(rng.uniform(size=(batch, 28, 28, 1)), tf.float32)
     tail = labelled_rows(cfg, batch)
+    if cfg.data.supervision_mode == "rate" and 0 < cfg.data.supervision_rate < 1:
+        model.set_labelled_batches((model.label_node.name,))      # as training declares it
     if kind in ("unlabelled", "labelled"):
         y = np.full(batch, -1) if kind == "unlabelled" else rng.integers(0, 10, batch)
-        if kind == "labelled":
+        if kind == "labelled" and not model.labelled_batch_nodes:
             model.set_labelled_tail(batch, (model.label_node.name,))
     elif tail:
         y = np.concatenate([np.full(batch - tail, -1), rng.integers(0, 10, tail)])

@@ -415,6 +415,36 @@ def test_labelled_tail_decodes_labelled_rows_once(known, tail_rows):
     assert plugin.labelled_tail == 0                          # nothing enumerated: nothing to save
 
 
+def test_a_labelled_minibatch_gives_the_same_terms_without_enumerating_its_labels():
+    # rate supervision: minibatches labelled throughout or not at all; one step holds both paths.
+    # A graph without sampled nodes is deterministic: every term equals the enumerated one.
+    model = small(two_digit_graph())
+    x = images()
+    labelled = {"a": tf.constant([0, 2, 1, 1]), "b": tf.constant([1, 0, 1, 0])}
+    unlabelled = {"a": tf.constant([-1] * 4), "b": tf.constant([-1] * 4)}
+    model.set_labelled_batches(("a", "b"))
+    shapes = decoder_rows(model)
+    step = tf.function(model.training_terms)
+    for labels in (labelled, unlabelled):
+        terms = step(x, labels)
+        whole = model.objective_terms(x, labels, training=True)
+        assert set(terms) == set(whole)
+        for k in whole:
+            np.testing.assert_allclose(terms[k].numpy(), whole[k].numpy(), rtol=2e-5, atol=2e-5, err_msg=k)
+    assert shapes[:2] == [(4,), (6, 1)]    # traced once: the labelled path decodes 4 rows, the other its 3 x 2 values
+    model.set_labelled_batches(())
+    assert model._labelled_batch_estimators is None
+
+
+def test_rate_mode_training_declares_its_labelled_batches(mnist):
+    from tfstructvae.train import prepare_training
+    cfg = Config(data=DataConfig(labels_per_class=2, batch_size=20, supervision_mode="rate", supervision_rate=0.3,
+                                 validation_size=0),
+                 model=ModelConfig(hidden_units=(8,)), objective=ObjectiveConfig(estimator="enumerate")).validate()
+    run = prepare_training(cfg, mnist)
+    assert run.model.labelled_batch_nodes == ("y",) and run.model.labelled_tail == 0
+
+
 def test_share_mode_training_declares_its_labelled_tail(mnist):
     from tfstructvae.train import labelled_tail
     from tfstructvae.data import labelled_split

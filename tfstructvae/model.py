@@ -90,6 +90,7 @@ class StructuredVAE(keras.Model):
                                            objective_config.max_enumeration_rows)
         self.classifier_names = {n.name for n in graph.classifier_nodes}
         self.labelled_tail, self._tail_estimators = 0, None       # set_labelled_tail
+        self._labelled_batch_estimators, self.labelled_batch_nodes = None, ()   # set_labelled_batches
         self.label_node = graph.classifier_nodes[0] if graph.classifier_nodes else None
         self.num_classes = self.label_node.size if self.label_node else None
         # Regularisers on q(y|x) (entropy, consistency) apply to labelled categorical nodes; the
@@ -390,11 +391,33 @@ class StructuredVAE(keras.Model):
                                                   self.objective_config.max_enumeration_rows, observed=pinned)
                                  if self.labelled_tail else None)
 
+    def set_labelled_batches(self, observed_nodes=()) -> None:
+        """Declare that a training minibatch may be labelled throughout in `observed_nodes` (as
+        `rate` supervision draws them). The step then checks each minibatch, and computes a
+        labelled one with each such node that `enumerate` would enumerate fed its label once
+        (`estimators.Observed`), like `set_labelled_tail` does for a declared tail; other
+        minibatches as usual. One compiled step holds both paths (tf.cond). () turns it off."""
+        enumerated = {n for n, e in self.estimators.items() if e.name == "enumerate"}
+        pinned = tuple(n for n in observed_nodes if n in enumerated)
+        self.labelled_batch_nodes = pinned
+        self._labelled_batch_estimators = (build_estimators(
+            self.latent_graph, self.objective_config.estimator, self.objective_config.max_enumeration_rows,
+            observed=pinned) if pinned else None)
+
     def training_terms(self, x, labels):
-        """`objective_terms` in training, the labelled tail (`set_labelled_tail`) computed apart."""
+        """`objective_terms` in training, the labelled tail (`set_labelled_tail`) computed apart,
+        a minibatch labelled throughout (`set_labelled_batches`) without enumerating its labels."""
         batch, tail = x.shape[0], self.labelled_tail
-        if (not tail or batch is None or tail > batch
-                or tf.distribute.get_strategy().num_replicas_in_sync > 1):
+        several = tf.distribute.get_strategy().num_replicas_in_sync > 1
+        if not tail and self._labelled_batch_estimators is not None and not several:
+            given = self._label_dict(labels)
+            labelled = tf.reduce_all([tf.reduce_all(tf.cast(given[n], tf.int32) >= 0)
+                                      for n in self.labelled_batch_nodes])
+            return tf.cond(labelled,
+                           lambda: self.objective_terms(x, labels, training=True,
+                                                        estimators=self._labelled_batch_estimators),
+                           lambda: self.objective_terms(x, labels, training=True))
+        if not tail or batch is None or tail > batch or several:
             return self.objective_terms(x, labels, training=True)
         head = batch - tail
 

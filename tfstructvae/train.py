@@ -193,6 +193,9 @@ def prepare_training(cfg: Config, data: ImageDataset | None = None,
     with (strategy or tf.distribute.get_strategy()).scope():
         model = compile_model(build_model(cfg, data.image_shape), cfg, steps)
     model.set_labelled_tail(*labelled_tail(cfg, data, split))
+    if cfg.data.supervision_mode == "rate" and 0 < cfg.data.supervision_rate < 1:
+        # a labelled minibatch is labelled throughout: its labels are not enumerated
+        model.set_labelled_batches(labelled_pool_nodes(cfg, data, split))
     return Training(cfg, data, split, steps, validation, model, strategy)
 
 
@@ -212,14 +215,17 @@ def labelled_tail(cfg: Config, data: ImageDataset, split: LabelledSplit) -> tupl
     share = d.supervision_rate if d.supervision_mode == "rate" else d.labelled_share
     if share < 1:
         return 0, ()
-    rows = d.batch_size
+    return d.batch_size, labelled_pool_nodes(cfg, data, split)
+
+
+def labelled_pool_nodes(cfg: Config, data: ImageDataset, split: LabelledSplit) -> tuple[str, ...]:
+    """The categorical nodes whose labels every example of the labelled pool carries."""
     graph = cfg.model.latent_graph()
     labels = node_labels(cfg, data, "train", split.labelled)
     if not isinstance(labels, dict):
         labels = {graph.label.name: labels}
-    known = tuple(n for n, v in labels.items()
-                  if graph[n].family == "categorical" and len(v) and np.all(np.asarray(v) >= 0))
-    return rows, known
+    return tuple(n for n, v in labels.items()
+                 if graph[n].family == "categorical" and len(v) and np.all(np.asarray(v) >= 0))
 
 
 def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resume: bool = False,
