@@ -183,3 +183,22 @@ def test_auto_xla_is_reported_in_metrics_and_refused_when_not_a_choice(tmp_path,
     assert json.load(open(tmp_path / "run" / "config.json"))["train"]["jit_compile"] == "auto"
     with pytest.raises(ConfigError, match="jit_compile must be true, false or 'auto'"):
         cfg.override(**{"train.jit_compile": "sometimes"}).validate()
+
+
+def test_a_non_finite_term_outside_the_loss_still_stops_training():
+    from tfstructvae.callbacks import StopOnNonFinite
+    guard = StopOnNonFinite()
+
+    class Model:
+        stop_training = False
+
+        class optimizer:
+            class iterations:
+                @staticmethod
+                def numpy():
+                    return 7
+    guard.set_model(Model())
+    guard.on_train_batch_end(0, {"loss": 3.0, "entropy": 0.5, "elbo": -3.0})
+    assert guard.message is None and not guard.model.stop_training
+    guard.on_train_batch_end(1, {"loss": 3.0, "entropy": float("nan"), "elbo": -3.0})   # weight 0: not in the loss
+    assert guard.model.stop_training and "objective term 'entropy' is nan" in guard.message

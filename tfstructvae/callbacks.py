@@ -38,7 +38,14 @@ class StopOnNonFinite(keras.callbacks.Callback):
         self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        bad = [k for k in self._ordered(logs or {}) if not math.isfinite(float(logs[k]))]
+        # The loss sums every term but the entropy when its weight is 0 (a zero alpha or KL warm-up
+        # keeps a NaN: 0 * NaN = NaN), and a logged term is its running mean over the epoch, which
+        # stays non-finite once a step was: reading those two each step finds every failure, with
+        # two reads from the device instead of one a term.
+        logs = logs or {}
+        if all(math.isfinite(float(logs[k])) for k in ("loss", "entropy") if k in logs) and "loss" in logs:
+            return
+        bad = [k for k in self._ordered(logs) if not math.isfinite(float(logs[k]))]
         if bad:
             step = int(self.model.optimizer.iterations.numpy())
             self.message = (f"training stopped at step {step} (epoch {self._epoch + 1}, batch {batch + 1}): "

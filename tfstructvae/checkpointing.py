@@ -51,6 +51,7 @@ class CheckpointEvery(keras.callbacks.Callback):
         self._previous_handlers = {}
 
     def on_train_begin(self, logs=None):
+        self._step = int(self.model.optimizer.iterations.numpy())
         self.manager = tf.train.CheckpointManager(training_state(self.model), self.directory,
                                                   max_to_keep=self.max_to_keep)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -72,8 +73,9 @@ class CheckpointEvery(keras.callbacks.Callback):
         self.manager.save(checkpoint_number=step)
 
     def on_train_batch_end(self, batch, logs=None):
-        step = int(self.model.optimizer.iterations.numpy())
-        if self.interrupted or step % self.every_steps == 0:
+        # counted here rather than read from the optimizer: a read per step waits for the device
+        self._step += 1
+        if self.interrupted or self._step % self.every_steps == 0:
             self._save(logs)
         if self.interrupted:
             self.model.stop_training = True
