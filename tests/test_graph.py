@@ -488,3 +488,17 @@ def test_shared_encoder_is_one_trunk_with_a_linear_head_per_node(tmp_path):
     model.trunk.call = lambda h, training=False: (calls.append(1), call(h, training))[1]
     model.objective_terms(x, tf.constant([0, -1, 1, -1]), training=True)
     assert len(calls) == 1
+
+
+def test_a_node_chooses_how_its_posterior_reads_the_image():
+    from tfstructvae.graph import GraphError, node_from_config
+    graph = LatentGraph(Categorical("y", 10, labelled=True), Normal("slant", 1, labelled=True, network="conv"),
+                        Normal("z", 2, parents=("y", "slant")))
+    model = StructuredVAE(SHAPE, graph, model_config=ModelConfig(hidden_units=(8,)), seed=1)
+    kinds = {n.name: type(b).__name__ for n, b in zip(graph, model.x_bodies)}
+    assert kinds["slant"] == "ConvBody" and kinds["y"] != "ConvBody" and kinds["z"] != "ConvBody"
+    q = model.encode(images())
+    assert q["slant"].batch_shape == (4,)
+    with pytest.raises(GraphError, match="unknown network 'cnn'"):
+        LatentGraph(Categorical("y", 10, labelled=True), Normal("z", 2, parents=("y",), network="cnn"))
+    assert node_from_config({"family": "normal", "name": "s", "size": 1, "network": "conv"}).network == "conv"

@@ -12,11 +12,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from tfstructvae.graph import NETWORKS   # graph.py imports nothing of the package
+
 ESTIMATORS = ("plugin", "enumerate", "relaxed")
 SUPERVISION_MODES = ("rate", "share")
 LIKELIHOODS = ("bernoulli", "normal")
 ACTIVATIONS = ("relu", "softplus", "tanh", "elu", "gelu")
-NETWORKS = ("mlp", "conv")
 
 
 class ConfigError(ValueError):

@@ -39,6 +39,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 
+NETWORKS = ("mlp", "conv")     # how a node's q reads the image (networks.x_body)
+
+
 class GraphError(ValueError):
     """A latent graph that cannot be built."""
 
@@ -56,6 +59,9 @@ class _Node:
     # a labelled node that depends on x alone whatever consistency_nodes says; 0 never holds it.
     consistency: float | None = None
     prior_parents: tuple[str, ...] = ()    # parents in p (conditional prior); () = fixed prior
+    # How q(node | x, ...) reads the image: "mlp" or "conv" (networks.x_body); None: the model's
+    # classifier_network for labelled categorical nodes without parents, its network for the others.
+    network: str | None = None
 
     family: ClassVar[str] = ""
     estimators: ClassVar[tuple[str, ...]] = ()
@@ -161,6 +167,8 @@ class LatentGraph:
             if node.estimator is not None and node.estimator not in node.estimators:
                 raise GraphError(f"node {node.name!r}: estimator {node.estimator!r} does not apply to a "
                                  f"{node.family} node; expected one of {node.estimators}")
+            if node.network is not None and node.network not in NETWORKS:
+                raise GraphError(f"node {node.name!r}: unknown network {node.network!r}; expected one of {NETWORKS}")
             floor = getattr(node, "scale_floor", None)
             if floor is not None and not floor > 0:
                 raise GraphError(f"node {node.name!r}: scale_floor must be > 0, got {floor}")

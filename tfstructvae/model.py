@@ -119,8 +119,9 @@ class StructuredVAE(keras.Model):
                                         name=f"q_{n.name}") for n in graph]
         else:
             self.trunk = None
-            self.x_bodies = [x_body(classifier_body if n.name in classifier_names else model_config.network, bn,
-                                    name=f"q_{n.name}_body") for n in graph]
+            self.x_bodies = [x_body(n.network or (classifier_body if n.name in classifier_names
+                                                  else model_config.network), bn, name=f"q_{n.name}_body")
+                             for n in graph]
             self.q_nets = [
                 mlp(classifier_hidden if n.name in classifier_names else hidden,
                     self.families[n.name].param_size(n.size), n_inputs=1 + len(n.parents), batch_norm=bn,
