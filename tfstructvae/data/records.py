@@ -77,12 +77,8 @@ class ShardedImages:
         """This view's rows, then `other`'s (a view of the same shards)."""
         if other.files != self.files:
             raise ValueError("views of different shards cannot be concatenated")
-        return ShardedImages._joined(self, other)
-
-    @staticmethod
-    def _joined(a: "ShardedImages", b: "ShardedImages") -> "ShardedImages":
-        view = a.subset(slice(None))
-        view.rows = np.concatenate([a._all_rows(), b._all_rows()])
+        view = self.subset(slice(None))
+        view.rows = np.concatenate([self._all_rows(), other._all_rows()])
         return view
 
     def tf_read(self, index):
