@@ -257,3 +257,33 @@ def test_time_to_error_records_the_first_crossing_of_each_threshold(tmp_path, mn
     seconds = [c["train_seconds"] for c in result["curve"]]
     assert all(0 < a < b for a, b in zip(seconds, seconds[1:]))
     assert "0%: not reached" in stdout
+
+
+def test_profile_step_sums_the_trace_per_op(tmp_path):
+    out = tmp_path / "profile.json"
+    stdout = run("profile_step.py", "--out", str(out), "--preset", "mnist-paper", "--estimator", "plugin",
+                 "--steps", "3", "--warmup", "1", "--set", "model.hidden_units=[16]", "--logdir", str(tmp_path / "tb"))
+    result = json.load(open(out))
+    assert [r["xla"] for r in result["runs"]] == [True, False]
+    plain = result["runs"][1]
+    types = {r["op"] for r in plain["by_type"]}
+    assert types & {"MatMul", "_MklMatMul", "_MklNativeFusedMatMul"}         # the dense layers' products
+    assert abs(sum(r["share"] for r in plain["by_type"]) - 1) < 0.2 and plain["op_ms_per_step"] > 0
+    assert os.path.isfile(plain["trace"]) and "op time" in stdout
+
+
+def test_leaf_events_count_nested_work_once():
+    import sys
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from profile_step import leaf_events, op_type
+
+    class Event:
+        def __init__(self, meta, offset, duration):
+            self.metadata_id, self.offset_ps, self.duration_ps = meta, offset, duration
+
+    class Line:
+        timestamp_ns = 0
+        # a wrapper [0, 100) holding ops [10, 40) and [50, 90), a mark at 20 and an op [100, 120) after it
+        events = [Event(1, 0, 100), Event(2, 10, 30), Event(9, 20, 0), Event(3, 50, 40), Event(4, 100, 20)]
+    assert sorted(m for m, _, _ in leaf_events(Line())) == [2, 3, 4]
+    assert op_type("dense/MatMul:_MklMatMul") == "_MklMatMul" and op_type("select_add_fusion.3") == "select_add_fusion"
