@@ -283,3 +283,21 @@ def test_augment_labelled_reads_the_supervised_term_on_a_transformed_copy():
     moved = log_q(augment_labelled=True, augment_shift=3, augment_flip=True)
     assert (np.abs(moved[:3] - plain[:3]) > 1e-6).all() and (moved[3:] == 0).all()
     np.testing.assert_allclose(log_q(False, augment_labelled=True, augment_shift=3), log_q(False), rtol=1e-6)
+
+
+def test_noise_is_drawn_with_threefry_under_xla_and_philox_elsewhere():
+    from tfstructvae.distribution import noise_algorithm
+    seen = {}
+
+    @tf.function(jit_compile=True)
+    def compiled():
+        seen["xla"] = noise_algorithm()
+        return tf.random.stateless_normal([3], [1, 2], alg=seen["xla"])
+
+    @tf.function
+    def traced():
+        seen["graph"] = noise_algorithm()
+        return tf.random.stateless_normal([3], [1, 2], alg=seen["graph"])
+
+    compiled(), traced()
+    assert seen == {"xla": "threefry", "graph": "philox"} and noise_algorithm() == "philox"
