@@ -77,11 +77,12 @@ def train_throughput(data_dir: str, preset: str, steps: int, workers: int, work:
 def pipeline_rate(data, batches: int = 500) -> float:
     """Training minibatches/s of the pipeline alone (mnist-best's share mode, batch 100)."""
     from tfstructvae import get_preset
-    from tfstructvae.data import ShardedImages, labelled_split, training_pipeline
+    from tfstructvae.data import labelled_split, training_pipeline
+    from tfstructvae.data.records import take_rows
     cfg = get_preset("mnist-best").data
     split = labelled_split(data.y_train, 10, data.num_classes, 0)
-    pick = data.x_train.subset if isinstance(data.x_train, ShardedImages) else data.x_train.__getitem__
-    ds, _ = training_pipeline(pick(split.unlabelled), pick(split.labelled), data.y_train[split.labelled], cfg)
+    ds, _ = training_pipeline(take_rows(data.x_train, split.unlabelled), take_rows(data.x_train, split.labelled),
+                              data.y_train[split.labelled], cfg)
     it = iter(ds)
     for _ in range(20):
         next(it)
@@ -98,19 +99,17 @@ def memory_probe(kind: str, copies: int, data_dir: str, shards_dir: str) -> dict
 import resource, numpy as np
 from tfstructvae import get_preset
 from tfstructvae.data import labelled_split, load_dataset, load_shards, training_pipeline
+from tfstructvae.data.records import take_rows
 cfg = get_preset("mnist-best").data
 if {kind!r} == "shards":
     data = load_shards({shards_dir!r})
-    pick = data.x_train.subset
+    x, y = data.x_train, data.y_train
 else:
     data = load_dataset("mnist", {data_dir!r})
     x, y = np.tile(data.x_train, ({copies}, 1, 1, 1)), np.tile(data.y_train, {copies})
     del data
-    pick = x.__getitem__
-if {kind!r} == "shards":
-    x, y = data.x_train, data.y_train
 split = labelled_split(y, 10, 10, 0)
-ds, _ = training_pipeline(pick(split.unlabelled), pick(split.labelled), y[split.labelled], cfg)
+ds, _ = training_pipeline(take_rows(x, split.unlabelled), take_rows(x, split.labelled), y[split.labelled], cfg)
 for _ in ds.take(300):
     pass
 now = [int(l.split()[1]) / 1024 for l in open("/proc/self/status") if l.startswith("VmRSS:")][0]

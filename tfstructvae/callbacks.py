@@ -43,7 +43,7 @@ class StopOnNonFinite(keras.callbacks.Callback):
         # stays non-finite once a step was: reading those two each step finds every failure, with
         # two reads from the device instead of one a term.
         logs = logs or {}
-        if all(math.isfinite(float(logs[k])) for k in ("loss", "entropy") if k in logs) and "loss" in logs:
+        if "loss" in logs and all(math.isfinite(float(logs[k])) for k in ("loss", "entropy") if k in logs):
             return
         bad = [k for k in self._ordered(logs) if not math.isfinite(float(logs[k]))]
         if bad:

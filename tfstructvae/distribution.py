@@ -157,21 +157,23 @@ def noise_algorithm() -> str:
 
 
 def global_batch_noise(draw, shape, batch_axis: int = 0, static_shape=None):
-    """`draw(shape)` (seeded noise) as one device would draw it for the whole minibatch: under N
-    replicas each draws the noise of the global batch (N times the rows along `batch_axis`) and
-    keeps its own rows, the rows `distribute_global_batches` gave it. Every example then gets the
+    """`draw(shape, alg)` (seeded stateless noise from the generator `alg`: `noise_algorithm()`)
+    as one device would draw it for the whole minibatch: under N replicas each draws the noise of
+    the global batch (N times the rows along `batch_axis`) and keeps its own rows, the rows
+    `distribute_global_batches` gave it. Every example then gets the
     same noise on any number of replicas, so an N-replica step computes one device's step (up to
     the order of the gradient sum). Costs N times the noise, which is small next to the networks.
     `static_shape`: what is known of `shape` while tracing (the result keeps it)."""
     strategy = tf.distribute.get_strategy()
     context = tf.distribute.get_replica_context()
     replicas = strategy.num_replicas_in_sync
+    alg = noise_algorithm()
     if replicas == 1 or context is None:
-        return draw(shape)
+        return draw(shape, alg)
     shape = tf.convert_to_tensor(shape, tf.int32)
     axis = batch_axis % int(shape.shape[0])
     rows = shape[axis]
-    full = draw(tf.tensor_scatter_nd_update(shape, [[axis]], [rows * replicas]))
+    full = draw(tf.tensor_scatter_nd_update(shape, [[axis]], [rows * replicas]), alg)
     first = tf.cast(context.replica_id_in_sync_group, tf.int32) * rows
     mine = tf.gather(full, tf.range(first, first + rows), axis=axis)
     return mine if static_shape is None else tf.ensure_shape(mine, static_shape)

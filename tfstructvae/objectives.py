@@ -64,7 +64,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfstructvae.distribution import global_batch_noise, noise_algorithm
+from tfstructvae.distribution import global_batch_noise
 
 tfd = tfp.distributions
 
@@ -94,7 +94,7 @@ def virtual_adversarial_kl(q_fn, x, q, seed, epsilon, xi=10.0):
     def unit(v):
         return v / (tf.sqrt(tf.reduce_sum(tf.square(v), axis=reduce_axes, keepdims=True)) + 1e-12)
 
-    d = unit(global_batch_noise(lambda shape: tf.random.stateless_normal(shape, seed=seed, alg=noise_algorithm()), tf.shape(x),
+    d = unit(global_batch_noise(lambda shape, alg: tf.random.stateless_normal(shape, seed=seed, alg=alg), tf.shape(x),
                                 static_shape=x.shape))
     with tf.GradientTape() as tape:
         tape.watch(d)
@@ -112,19 +112,19 @@ def random_shift_and_flip(x, seed, max_shift: int, flip: bool, cutout: int = 0):
     b, h, w = tf.shape(x)[0], x.shape[1], x.shape[2]
     seeds = tf.random.experimental.stateless_split(seed, 2)
     if max_shift:
-        offsets = global_batch_noise(lambda shape: tf.random.stateless_uniform(
-            shape, seeds[0], 0, 2 * max_shift + 1, dtype=tf.int32, alg=noise_algorithm()), [b, 2], static_shape=[None, 2])
+        offsets = global_batch_noise(lambda shape, alg: tf.random.stateless_uniform(
+            shape, seeds[0], 0, 2 * max_shift + 1, dtype=tf.int32, alg=alg), [b, 2], static_shape=[None, 2])
         padded = tf.pad(x, [[0, 0], [max_shift, max_shift], [max_shift, max_shift], [0, 0]])
         rows = offsets[:, :1] + tf.range(h)[None]                                   # (B, H)
         cols = offsets[:, 1:] + tf.range(w)[None]                                   # (B, W)
         x = tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
     if flip:
-        mirror = global_batch_noise(lambda shape: tf.random.stateless_uniform(shape, seeds[1], alg=noise_algorithm()), [b],
+        mirror = global_batch_noise(lambda shape, alg: tf.random.stateless_uniform(shape, seeds[1], alg=alg), [b],
                                     static_shape=[None]) < 0.5
         x = tf.where(mirror[:, None, None, None], tf.reverse(x, axis=[2]), x)
     if cutout:
         hole_seed = tf.random.experimental.stateless_split(seed, 3)[2]
-        corner = global_batch_noise(lambda shape: tf.random.stateless_uniform(shape, hole_seed, 0, 1, alg=noise_algorithm()), [b, 2],
+        corner = global_batch_noise(lambda shape, alg: tf.random.stateless_uniform(shape, hole_seed, 0, 1, alg=alg), [b, 2],
                                     static_shape=[None, 2]) \
             * tf.constant([h, w], tf.float32)
         corner = tf.cast(corner, tf.int32) - cutout // 2                             # (B, 2) top-left

@@ -26,7 +26,7 @@ from tfstructvae.distribution import (PEER_FAILURES, distribute_global_batches, 
                                       xla_refusal)
 from tfstructvae.data import (ImageDataset, LabelledSplit, epoch_steps, evaluation_pipeline, labelled_split, load_dataset,
                               training_pipeline)
-from tfstructvae.data.records import ShardedImages
+from tfstructvae.data.records import take_rows
 from tfstructvae.model import StructuredVAE
 from tfstructvae.rundir import (RunDirError, check_run_dir, load_run, prepare_run_dir, read_run_config,  # noqa: F401
                                 write_json_atomic)
@@ -120,8 +120,7 @@ class Training:
         unlabelled = node_labels(self.cfg, self.data, "train", split.unlabelled, with_class=False)
         if isinstance(unlabelled, dict) and self.cfg.data.node_labels == "labelled":
             unlabelled = {k: missing_labels(np.asarray(v), len(v)) for k, v in unlabelled.items()}
-        pick = x.subset if isinstance(x, ShardedImages) else x.__getitem__    # shards: rows, not images
-        ds, _ = training_pipeline(pick(split.unlabelled), pick(split.labelled), labelled, self.cfg.data,
+        ds, _ = training_pipeline(take_rows(x, split.unlabelled), take_rows(x, split.labelled), labelled, self.cfg.data,
                                   start_step=start_step, num_classes=self.data.num_classes,
                                   y_unlabelled=unlabelled if isinstance(labelled, dict) else None)
         return ds

@@ -143,6 +143,11 @@ class ShardedImages:
                     pass
 
 
+def take_rows(x, index):
+    """Rows `index` of an image array (the images) or of shards (a view: nothing read)."""
+    return x.subset(index) if isinstance(x, ShardedImages) else x[index]
+
+
 def _shard_name(split: str, k: int, n: int) -> str:
     return f"{split}-{k:05d}-of-{n:05d}.tfrecord"
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tfstructvae.distribution import global_batch_noise, noise_algorithm
+from tfstructvae.distribution import global_batch_noise
 from tfstructvae.families.base import Family, tfd
 
 
@@ -57,8 +57,7 @@ class CategoricalFamily(Family):
         # minibatch under several replicas (global_batch_noise).
         logits = q_relaxed.logits_parameter()                                      # (..., B, K)
         tiny = np.finfo(np.float32).tiny
-        uniform = global_batch_noise(lambda shape: tf.random.stateless_uniform(shape, seed, minval=tiny, maxval=1.0,
-                                                                           alg=noise_algorithm()),
+        uniform = global_batch_noise(lambda shape, alg: tf.random.stateless_uniform(shape, seed, minval=tiny, maxval=1.0, alg=alg),
                                      tf.shape(logits), batch_axis=-2, static_shape=logits.shape)
         noisy = (logits - tf.math.log(-tf.math.log(uniform))) / temperature
         log_sample = noisy - tf.reduce_logsumexp(noisy, axis=-1, keepdims=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfstructvae.distribution import global_batch_noise, noise_algorithm
+from tfstructvae.distribution import global_batch_noise
 from tfstructvae.families.base import Family, label_rows, mask_all, tfd
 
 
@@ -30,7 +30,7 @@ class NormalFamily(Family):
         """loc + scale * eps, eps ~ N(0, I): what q.sample(seed) computes, with eps drawn as one
         device draws it for the global minibatch under several replicas (global_batch_noise)."""
         loc, scale = q.distribution.loc, q.distribution.scale
-        eps = global_batch_noise(lambda shape: tf.random.stateless_normal(shape, seed, alg=noise_algorithm()), tf.shape(loc),
+        eps = global_batch_noise(lambda shape, alg: tf.random.stateless_normal(shape, seed, alg=alg), tf.shape(loc),
                                  batch_axis=-2, static_shape=loc.shape)     # rows: (B, D) | (E, B, D)
         return loc + scale * eps
 
