@@ -1,5 +1,6 @@
 """The command line through a subprocess, on a slice of real MNIST."""
 
+import csv
 import json
 import re
 import os
@@ -38,6 +39,9 @@ def test_train_writes_a_complete_run(trained_run):
     assert cfg["data"]["label_seed"] == cfg["data"]["data_seed"] == cfg["train"]["init_seed"] == 1
     assert "Epoch 2/2" in result.stdout                                   # Keras progress output
     assert metrics["validation_error"] is not None                        # 5,000 held out by default
+    rows = list(csv.DictReader(open(os.path.join(run_dir, "history.csv"))))
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert all(0 <= float(r["val_accuracy"]) <= 1 and float(r["epoch_time_s"]) > 0 for r in rows)
 
 
 def test_a_quiet_start_and_a_short_progress_line(trained_run):

@@ -85,6 +85,7 @@ def test_a_graph_with_a_supervised_real_factor_trains_from_npz_and_resumes(tmp_p
     with open(run / "history.csv") as f:
         header = next(csv.reader(f))
     assert {"kl/slant", "log_q/slant", "log_q/y", "kl/z", "labelled_accuracy"} <= set(header)
+    assert not [k for k in header if k.startswith("val_")]    # no validation split: no NA columns
     saved = Config.from_dict(json.load(open(run / "config.json")))
     assert saved.model.image_shape == (28, 28, 1)                 # read from the data and recorded
     unresolved = dataclasses.replace(saved, model=dataclasses.replace(saved.model, image_shape=None))

@@ -73,6 +73,20 @@ class EpochTime(keras.callbacks.Callback):
             logs["epoch_time_s"] = (self._steps_end or time.perf_counter()) - self._start
 
 
+class History(keras.callbacks.CSVLogger):
+    """history.csv: one row per epoch, one column per logged figure.
+
+    Keras' CSVLogger adds a `val_` column for every figure when the first epoch has none (it
+    cannot know whether validation comes later); a run without a validation split then carries
+    a column of NA per figure. Here validation runs after every epoch or never, so the columns
+    are the first epoch's figures."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.keys is None and logs:
+            self.keys = sorted(logs)
+        super().on_epoch_end(epoch, logs)
+
+
 class ProgressBar(keras.callbacks.ProgbarLogger):
     """Keras' progress bar showing only `shown` of the logged figures ("all" or None: every one).
 

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfstructvae.callbacks import EpochTime, FasterStep, ProgressBar, StopOnNonFinite
+from tfstructvae.callbacks import EpochTime, FasterStep, History, ProgressBar, StopOnNonFinite
 from tfstructvae.checkpointing import CheckpointEvery, latest_step, restore_latest
 from tfstructvae.config import Config, ConfigError
 from tfstructvae.data.pipeline import missing_labels
@@ -268,7 +268,7 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
     chooser = (FasterStep(log=print if verbose != 0 else (lambda message: None))
                if cfg.train.jit_compile == "auto" and model.jit_compile and not cfg.train.deterministic
                and cluster is None else None)
-    writers = [keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
+    writers = [History(os.path.join(run_dir, "history.csv"), append=True),
                keras.callbacks.TensorBoard(log_dir, update_freq="epoch"),
                ImageSummaries(log_dir, data.x_test[:8].astype(np.float32) / 255.0)] if chief else []
     cbs = [*([chooser] if chooser else []), EpochTime(), guard, saver, ProgressBar(cfg.train.progress_metrics),
