@@ -225,6 +225,7 @@ def test_compare_peers_times_pyro_and_the_package_on_the_same_model(tmp_path, mn
     assert result["pyro"]["pyro"].startswith("1.") and result["pyro"]["threads"] == 2
     for side in ("pyro", "package"):
         assert 0.0 <= result[side]["accuracy"]["test_error"] <= 1.0 and result[side]["accuracy"]["steps"] > 0
+    assert isinstance(result["package"]["accuracy"]["step_ms_xla_and_not"], dict)     # trained as `train` does: XLA or not, timed
     assert set(result["package"]["timing"]) == {f"{e}{x}/{k}" for e in ("enumerate", "plugin") for x in ("", "_no_xla")
                                                 for k in ("unlabelled", "labelled")}
     ratio = result["ratios_examples_per_sec"]["enumerate/unlabelled / pyro"]
