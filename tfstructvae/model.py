@@ -68,6 +68,10 @@ class StructuredVAE(keras.Model):
     A registered Keras object: `model.save("m.keras")` and `keras.models.load_model("m.keras")`
     round-trip the graph, the configuration and the weights; `model.export(path)` writes the
     package's SavedModel with its serving signatures (export.py).
+
+    `seed` seeds the model's sampling noise (z, Concrete and consistency draws). The initial
+    weights follow Keras' global seed, as for any Keras model: `keras.utils.set_random_seed(s)`
+    before building (which `prepare_training` does with `train.init_seed`).
     """
 
     def __init__(self, image_shape, latent_graph: LatentGraph | None = None,
