@@ -78,3 +78,38 @@ def test_grid_values_parse_as_json_and_keep_lists_whole():
         "model.classifier_units": [(64, 32), (128,)], "objective.augment_flip": [True, False]}
     with pytest.raises(ConfigError, match="cannot vary data.validation_size"):
         parse_grid(["data.validation_size=10,20"])
+
+
+def test_a_recipe_brings_a_presets_objective_and_classifier_and_keeps_the_rest():
+    from tfstructvae import get_preset
+    from tfstructvae.tune import DEFAULT_GRID, point_config
+    assert parse_grid(["recipe=mnist-best,fashion-mnist"]) == DEFAULT_GRID
+    with pytest.raises(ConfigError, match="unknown recipe 'mnist-bset'"):
+        parse_grid(["recipe=mnist-best,mnist-bset"])
+    mine = get_preset("mnist-paper").override(**{"train.epochs": 3, "data.labels_per_class": 7,
+                                                  "model.hidden_units": (64,)})
+    fashion = get_preset("fashion-mnist")
+    cfg = point_config(mine, {"recipe": "fashion-mnist", "train.learning_rate": 0.01})
+    assert cfg.objective == fashion.objective and cfg.model.classifier_network == "conv"
+    assert cfg.model.classifier_units == fashion.model.classifier_units == (1200, 600, 300)
+    assert (cfg.train.epochs, cfg.data.labels_per_class, cfg.model.hidden_units, cfg.train.learning_rate) == (
+        3, 7, (64,), 0.01)
+    assert cfg.data.dataset == "mnist"                      # the data stay the user's
+    back = point_config(mine, {"recipe": "mnist-best"})
+    assert back.objective == get_preset("mnist-best").objective and back.model.classifier_network is None
+    # what the user set explicitly wins over the recipe
+    kept = point_config(mine, {"recipe": "fashion-mnist"}, {"objective.augment_weight": 5.0, "objective.alpha": None})
+    assert kept.objective.augment_weight == 5.0 and kept.objective.augment_threshold == 0.95
+
+
+def test_tune_tries_recipes_on_your_data(tmp_path, capsys):
+    data, out = separable_npz(tmp_path / "d.npz"), str(tmp_path / "tune")
+    assert cli.main(tune_args(data, out, "--epochs", "1", "--grid", "recipe=mnist-paper,fashion-mnist")) == 0
+    assert "chosen: {'recipe':" in capsys.readouterr().out
+    trials = json.load(open(os.path.join(out, "trials.json")))["trials"]
+    assert [t["overrides"] for t in trials] == [{"recipe": "mnist-paper"}, {"recipe": "fashion-mnist"}]
+    assert [t["config"]["objective"]["estimator"] for t in trials] == ["plugin", "plugin"]
+    assert [t["config"]["objective"]["augment_weight"] for t in trials] == [0.0, 50.0]
+    # --set objective.consistency_weight=0 (in tune_args) holds in both; the recipe sets the rest
+    assert all(t["config"]["objective"]["consistency_weight"] == 0 for t in trials)
+    assert [t["config"]["model"]["classifier_units"] for t in trials] == [[32], [32]]

@@ -158,8 +158,9 @@ def main(argv=None) -> int:
     _add_train_args(tu)
     # tune keeps the points it finished (it resumes by itself); --overwrite starts it over
     tu.add_argument("--grid", action="append", default=[], metavar="SECTION.FIELD=V1,V2,...",
-                    help="values to try for a field (repeat for more fields; every combination is trained). "
-                    "Default: the grid in tfstructvae/tune.py (DEFAULT_GRID)")
+                    help="values to try for a field (repeat for more fields; every combination is trained); "
+                    "recipe=PRESET1,PRESET2 tries each preset's objective and classifier on your data and "
+                    "schedule (--set values still win). Default: recipe=mnist-best,fashion-mnist")
     ev = sub.add_parser("evaluate", help="reload a run and print its test metrics")
     ev.add_argument("run_dir")
     ev.add_argument("--data-dir")
@@ -203,9 +204,13 @@ def main(argv=None) -> int:
             metrics = train_and_evaluate(cfg, args.output_dir, overwrite=args.overwrite,
                                          resume=args.resume, verbose=_verbosity(args.verbose))
         elif args.command == "tune":
+            from tfstructvae.config import parse_overrides
             from tfstructvae.tune import DEFAULT_GRID, parse_grid, tune
+            explicit = {"objective.estimator": args.estimator, "objective.alpha": args.alpha,
+                        **parse_overrides(args.set)}
             metrics = tune(config_from_args(args), parse_grid(args.grid) if args.grid else DEFAULT_GRID,
-                           args.output_dir, verbose=0 if args.verbose == "0" else 1, restart=args.overwrite)
+                           args.output_dir, verbose=0 if args.verbose == "0" else 1, restart=args.overwrite,
+                           explicit=explicit)
         elif args.command in ("analogies", "style-grid"):
             metrics = draw(args)
         elif args.command == "prepare-data":
