@@ -288,3 +288,29 @@ def test_leaf_events_count_nested_work_once():
         events = [Event(1, 0, 100), Event(2, 10, 30), Event(9, 20, 0), Event(3, 50, 40), Event(4, 100, 20)]
     assert sorted(m for m, _, _ in leaf_events(Line())) == [2, 3, 4]
     assert op_type("dense/MatMul:_MklMatMul") == "_MklMatMul" and op_type("select_add_fusion.3") == "select_add_fusion"
+
+
+def test_the_readmes_speed_tables_are_generated_from_the_committed_json(tmp_path):
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import tables
+    assert "throughput" in tables.TABLES and "peers" in tables.TABLES
+    stdout = run("tables.py", "--check")                 # the README as committed
+    assert "match their JSON" in stdout
+    throughput = json.load(open(os.path.join(REPO, "benchmarks", "results", "throughput.json")))
+    fastest = max(throughput["results"], key=lambda r: r["examples_per_sec"])
+    # a hand-edited figure is caught, and regenerating restores the JSON's
+    readme = open(os.path.join(REPO, "README.md")).read()
+    figure = f"{fastest['examples_per_sec']:,.0f}"
+    assert figure in readme
+    stale = tmp_path / "README.md"
+    stale.write_text(readme.replace(figure, "99,999"))
+    result = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "tables.py"), "--check",
+                             "--file", str(stale)], capture_output=True, text=True)
+    assert result.returncode == 1 and "differs from its JSON" in result.stderr
+    run("tables.py", "--file", str(stale))
+    assert stale.read_text() == readme
+    unknown = tmp_path / "unknown.md"
+    unknown.write_text("<!-- table: speed -->\n<!-- end table -->\n")
+    result = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "tables.py"), "--file", str(unknown)],
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and "README names table 'speed'" in result.stderr
