@@ -196,7 +196,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="JSON file to write")
     p.add_argument("--preset", default="mnist-paper")
     p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--estimators", default="plugin,enumerate")
+    p.add_argument("--estimators", default="plugin,enumerate,relaxed")
     p.add_argument("--steps", type=int, default=60, help="timed steps per configuration")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
