@@ -435,11 +435,16 @@ def _mnist_morpho() -> Config:
     # training images, standardised; thickness as the log width) and a free style that depends on
     # all three. The measured nodes' scales stay above 0.1 standard deviations (Normal.scale_floor):
     # without it the first run's thickness node traded its scale for nats until one label cost
-    # millions and training diverged (docs/results.md).
+    # millions and training diverged (docs/results.md). Slant and thickness are read by the conv
+    # body, whose filters are shared across positions: on validation (seed 0, 5,000 held out) R^2
+    # 0.895 and 0.807 against the MLP's 0.83 and 0.29 on test, where the thickness head fitted its
+    # 600 labels and not the rest.
     base = _mnist_best()
     graph = ({"family": "categorical", "name": "digit", "size": 10, "labelled": True},
-             {"family": "normal", "name": "slant", "size": 1, "labelled": True, "scale_floor": 0.1},
-             {"family": "normal", "name": "thickness", "size": 1, "labelled": True, "scale_floor": 0.1},
+             {"family": "normal", "name": "slant", "size": 1, "labelled": True, "scale_floor": 0.1,
+              "network": "conv"},
+             {"family": "normal", "name": "thickness", "size": 1, "labelled": True, "scale_floor": 0.1,
+              "network": "conv"},
              {"family": "normal", "name": "style", "size": 2, "parents": ["digit", "slant", "thickness"]})
     return dataclasses.replace(base, preset="mnist-morpho",
                                data=dataclasses.replace(base.data, dataset="mnist_morpho", node_labels="all"),
