@@ -301,3 +301,27 @@ def test_noise_is_drawn_with_threefry_under_xla_and_philox_elsewhere():
 
     compiled(), traced()
     assert seen == {"xla": "threefry", "graph": "philox"} and noise_algorithm() == "philox"
+
+
+def test_augment_labelled_reads_a_measured_factor_on_the_transformed_copy_too():
+    graph = ({"family": "categorical", "name": "y", "size": K, "labelled": True},
+             {"family": "normal", "name": "slant", "size": 1, "labelled": True},
+             {"family": "normal", "name": "z", "size": D, "parents": ["y", "slant"]})
+    x = images(5, 6)
+    labels = {"y": tf.constant([0, 1, 2, -1, -1, -1]),
+              "slant": tf.constant([[0.5], [np.nan], [-1.0], [0.2], [np.nan], [np.nan]], tf.float32)}
+
+    def log_q(**objective):
+        keras.utils.set_random_seed(1)
+        model = StructuredVAE((28, 28, 1), model_config=ModelConfig(hidden_units=(16,), graph=graph),
+                              objective_config=ObjectiveConfig(**objective), seed=1)
+        terms = model.objective_terms(x, labels, training=True)
+        return terms["log_q/y"].numpy(), terms["log_q/slant"].numpy()
+
+    plain_y, plain_slant = log_q()
+    moved_y, moved_slant = log_q(augment_labelled=True, augment_shift=3)
+    observed = np.array([True, False, True, True, False, False])
+    assert (np.abs(moved_slant[observed] - plain_slant[observed]) > 1e-6).all()
+    assert (moved_slant[~observed] == 0).all() and (np.abs(moved_y[:3] - plain_y[:3]) > 1e-6).all()
+    same_y, same_slant = log_q(augment_labelled=True, augment_shift=0)
+    np.testing.assert_allclose(same_slant, plain_slant, rtol=1e-5)

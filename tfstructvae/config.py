@@ -163,9 +163,11 @@ class ObjectiveConfig:
     # > 0: the augmentation term is FixMatch's pseudo-label: -log q(argmax q(y|x) | t(x)) where
     # max q(y|x) reaches this confidence (0.95 in Sohn et al. 2020); 0: KL(q(y|x) || q(y|t(x))).
     augment_threshold: float = 0.0
-    # True: the supervised term of a classifier reads a labelled image shifted (and, with
-    # augment_flip, mirrored; never cut out) afresh every step, alpha log q(y | t(x)): a hundred
-    # labelled images are otherwise memorised within two epochs (FixMatch's weak augmentation).
+    # True: the supervised term of every labelled node that reads x alone (a classifier, a
+    # measured factor) reads a labelled image shifted (and, with augment_flip, mirrored; never cut
+    # out) afresh every step, alpha log q(node | t(x)): a hundred labelled images are otherwise
+    # memorised within two epochs (FixMatch's weak augmentation). The node's value must not change
+    # under t: a shift keeps a digit's class, slant and thickness; a mirror reverses a slant.
     augment_labelled: bool = False
     # Which nodes the consistency and augmentation terms hold still: "classifiers" (the labelled
     # categorical nodes q(y|x)) or "labelled" (every labelled node that depends on x alone, any

@@ -473,7 +473,8 @@ class StructuredVAE(keras.Model):
             [values[n.name] for n in self.latent_graph], training).log_prob(x)    # (B,) | (E, B)
         terms = {"reconstruction": expectation(weights, reconstruction)}
         cfg = self.objective_config
-        # one weakly transformed copy of the minibatch for every classifier's supervised term
+        # one weakly transformed copy of the minibatch for the supervised term of every labelled
+        # node that reads x alone
         shifted = (objectives.random_shift_and_flip(x, self._sample_seed(), cfg.augment_shift, cfg.augment_flip)
                    if cfg.augment_labelled and training else None)
         batch = tf.shape(x)[:1]
@@ -485,8 +486,8 @@ class StructuredVAE(keras.Model):
             if observed is None:                                                # no labels for this node
                 terms[f"log_q/{name}"] = terms[f"observed/{name}"] = tf.zeros(batch)
                 continue
-            if name in self.classifier_names and shifted is not None:
-                q = self.q_node(name, shifted, [], training)       # log q(y | t(x)); config.py
+            if shifted is not None and not self.latent_graph[name].parents:
+                q = self.q_node(name, shifted, [], training)       # log q(node | t(x)); config.py
             log_q = tf.where(mask, self.families[name].log_prob(q, observed), 0.0)
             terms[f"log_q/{name}"] = expectation(weights, log_q)
             terms[f"observed/{name}"] = tf.cast(mask, tf.float32)
