@@ -41,6 +41,34 @@ def test_pipeline_carries_every_node_and_resumes_exactly(mode):
         np.testing.assert_array_equal(la["slant"], lb["slant"])
 
 
+def test_a_node_labelled_share_redraws_the_examples_that_carry_another_nodes_label():
+    x_u, x_l, y_l, y_u = pools()
+    carriers = np.flatnonzero(~np.isnan(y_u["slant"][:, 0]))
+    cfg = DataConfig(batch_size=10, supervision_mode="share", labelled_share=0.2, node_labelled_share=0.3,
+                     data_seed=3)
+    ds, steps = training_pipeline(x_u, x_l, y_l, cfg, y_unlabelled=y_u)
+    assert steps == 5                                      # (40 + 10) // 10, as without the share
+    batches = list(ds.take(2 * len(carriers)).as_numpy_iterator())
+    seen = []
+    for x, labels in batches:
+        head, middle, tail = slice(0, 5), slice(5, 8), slice(8, 10)
+        assert (labels["y"][tail] >= 0).all() and (labels["y"][:8] == -1).all()       # the labelled tail stays last
+        assert (labels["slant"][middle] == 1.5).all()                                 # 3 carriers in every minibatch
+        for row in x[middle]:
+            seen.append(int(np.flatnonzero((x_u.astype(np.float32) / 255.0 == row).all(axis=(1, 2, 3)))[0]))
+    assert set(seen) == set(carriers.tolist())             # each carrier re-drawn, none other
+    later, _ = training_pipeline(x_u, x_l, y_l, cfg, start_step=5, y_unlabelled=y_u)
+    for (xa, la), (xb, lb) in zip(batches[5:], later.take(4).as_numpy_iterator()):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(la["slant"], lb["slant"])
+    with pytest.raises(DataError, match="no unlabelled example carries a label of another node"):
+        training_pipeline(x_u, x_l, y_l, cfg, y_unlabelled={"slant": np.full_like(y_u["slant"], np.nan)})
+    with pytest.raises(ConfigError, match="needs supervision_mode='share' and 0 < labelled_share < 1"):
+        DataConfig(supervision_mode="rate", node_labelled_share=0.1).validate()
+    with pytest.raises(ConfigError, match="gives 0 examples next to 20 labelled ones"):
+        DataConfig(supervision_mode="share", labelled_share=0.2, node_labelled_share=0.001).validate()
+
+
 def test_bad_node_labels_are_refused():
     x_u, x_l, y_l, y_u = pools()
     cfg = DataConfig(batch_size=10)
@@ -74,7 +102,7 @@ def test_a_graph_with_a_supervised_real_factor_trains_from_npz_and_resumes(tmp_p
              {"family": "normal", "name": "slant", "size": 1, "labelled": True, "alpha": 5.0},
              {"family": "normal", "name": "z", "size": 2, "parents": ["y", "slant"]})
     cfg = Config(data=DataConfig(data_dir=str(data_dir), labels_per_class=3, batch_size=30,
-                                 supervision_mode="share", labelled_share=0.2),
+                                 supervision_mode="share", labelled_share=0.2, node_labelled_share=0.2),
                  model=ModelConfig(hidden_units=(16,), graph=graph),
                  objective=ObjectiveConfig(alpha=10.0),
                  train=TrainConfig(epochs=2, steps_per_epoch=3)).validate()

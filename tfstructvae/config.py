@@ -41,6 +41,11 @@ class DataConfig:
     # Labels of the graph's other labelled nodes: "all" keeps them wherever the data has them,
     # "labelled" only on the labelled split (the examples that carry the class label).
     node_labels: str = "all"
+    # share mode: this share of every minibatch is drawn from the unlabelled examples that carry
+    # a label of another node (a measured factor given on 1% of the images), so those labels are
+    # re-observed at a rate of their own rather than about once an epoch (docs/results.md,
+    # `mnist-morpho`). 0: they come by in the unlabelled stream only.
+    node_labelled_share: float = 0.0
     verify_checksum: bool = True   # SVHN: check the official files' md5 sums
     use_extra: bool = False        # SVHN: add extra_32x32.mat to the training pool
 
@@ -60,6 +65,17 @@ class DataConfig:
             raise ConfigError(f"supervision_rate must lie in [0, 1], got {self.supervision_rate}")
         if not 0.0 <= self.labelled_share <= 1.0:
             raise ConfigError(f"labelled_share must lie in [0, 1], got {self.labelled_share}")
+        if self.node_labelled_share:
+            if self.supervision_mode != "share" or not 0 < self.labelled_share < 1:
+                raise ConfigError("node_labelled_share shares out each minibatch with the labelled and "
+                                  "unlabelled examples: it needs supervision_mode='share' and 0 < "
+                                  f"labelled_share < 1, got {self.supervision_mode!r} and {self.labelled_share}")
+            n_node = round(self.node_labelled_share * self.batch_size)
+            n_lab = round(self.labelled_share * self.batch_size)
+            if not 0 < n_node < self.batch_size - n_lab:
+                raise ConfigError(
+                    f"node_labelled_share={self.node_labelled_share} of batch_size={self.batch_size} gives "
+                    f"{n_node} examples next to {n_lab} labelled ones; each part needs at least one")
         labelled_wanted = (self.supervision_rate > 0 if self.supervision_mode == "rate"
                            else self.labelled_share > 0)
         if labelled_wanted and self.labels_per_class == 0:

@@ -43,6 +43,16 @@ def missing_labels(like: np.ndarray, n: int) -> np.ndarray:
     return np.full((n, *like.shape[1:]), np.nan, np.float32)
 
 
+def _has_node_label(pool_y: dict, n: int) -> np.ndarray:
+    """Which of the pool's first n examples carry a value for some node (-1 / NaN: none)."""
+    has = np.zeros(n, bool)
+    for y in pool_y.values():
+        y = np.asarray(y[:n])
+        given = y >= 0 if np.issubdtype(y.dtype, np.integer) else ~np.isnan(y)
+        has |= given.reshape(n, -1).all(axis=1)
+    return has
+
+
 def check_node_labels(labels: dict, n: int, sizes: dict | None = None, what: str = "labelled") -> None:
     """{node: labels} for n examples: integers >= -1 (below the node's size when known) or floats."""
     for node, y in labels.items():
@@ -150,8 +160,16 @@ def training_pipeline(x_unlabelled: np.ndarray, x_labelled: np.ndarray, y_labell
             weights=[1.0 - share_labelled, share_labelled], seed=seed_mix)
     else:
         b_l = round(share_labelled * B)
-        idx = tf.data.Dataset.zip(_index_batches(u_idx, B - b_l, seed_u),
-                                  _index_batches(l_idx, b_l, seed_l)).map(lambda u, l: tf.concat([u, l], 0))
+        b_n = round(cfg.node_labelled_share * B)
+        parts = [_index_batches(u_idx, B - b_l - b_n, seed_u)]
+        if b_n:   # the unlabelled examples that carry another node's label, re-drawn (config.py)
+            n_idx = u_idx[_has_node_label(pool_y, n_u)] if isinstance(pool_y, dict) else u_idx[:0]
+            if not len(n_idx):
+                raise DataError(f"node_labelled_share={cfg.node_labelled_share}, but no unlabelled example "
+                                "carries a label of another node")
+            parts.append(_index_batches(n_idx, b_n, cfg.data_seed * 3 + 3))
+        parts.append(_index_batches(l_idx, b_l, seed_l))      # last: the labelled tail (model.py)
+        idx = tf.data.Dataset.zip(*parts).map(lambda *p: tf.concat(p, 0))
 
     labels = tf.nest.map_structure(tf.constant, pool_y)
     if isinstance(pool_x, ShardedImages):
