@@ -477,6 +477,7 @@ class StructuredVAE(keras.Model):
         # node that reads x alone
         shifted = (objectives.random_shift_and_flip(x, self._sample_seed(), cfg.augment_shift, cfg.augment_flip)
                    if cfg.augment_labelled and training else None)
+        shifted_shared = None
         batch = tf.shape(x)[:1]
         any_observed = tf.zeros(batch, tf.bool)
         for name, (q, kl, observed, mask) in per_node.items():
@@ -487,7 +488,9 @@ class StructuredVAE(keras.Model):
                 terms[f"log_q/{name}"] = terms[f"observed/{name}"] = tf.zeros(batch)
                 continue
             if shifted is not None and not self.latent_graph[name].parents:
-                q = self.q_node(name, shifted, [], training)       # log q(node | t(x)); config.py
+                if shifted_shared is None and self.trunk is not None:   # the shared trunk once, not per node
+                    shifted_shared = self.shared_features(shifted, training)
+                q = self.q_node(name, shifted, [], training, shifted_shared)   # log q(node | t(x)); config.py
             log_q = tf.where(mask, self.families[name].log_prob(q, observed), 0.0)
             terms[f"log_q/{name}"] = expectation(weights, log_q)
             terms[f"observed/{name}"] = tf.cast(mask, tf.float32)
