@@ -73,7 +73,7 @@ def package_side(args) -> dict:
         # time the step with XLA and without, the rest of the budget runs the faster one.
         chooser = FasterStep(log=lambda message: None) if run.model.jit_compile else None
         run.model.fit(run.pipeline(), epochs=cfg.train.epochs, steps_per_epoch=run.steps,
-                      callbacks=[*([chooser] if chooser else []), budget], verbose=0)
+                      callbacks=[*([chooser] if chooser else []), budget], verbose=0, shuffle=False)
         trained = time.perf_counter() - budget.start
         metrics = evaluate_model(run.model, run.data, run.cfg)
         result["accuracy"] = {"train_seconds": trained, "steps": budget.steps, "test_error": metrics["test_error"],

@@ -8,8 +8,13 @@ A table sits between `<!-- table: NAME -->` and `<!-- end table -->` in the READ
 
 - `throughput`: `benchmarks/throughput.py --out benchmarks/results/throughput.json`, the train step
   of each estimator with and without XLA against its matmul roofline;
+- `throughput_pyro_shapes`: the same at Pyro's layer sizes (`throughput_pyro_shapes.json`);
 - `peers`: `benchmarks/compare_peers.py --out benchmarks/results/peers.json`, the package against
-  Pyro's semi-supervised VAE at the same sizes, and each side's test error after the same time.
+  Pyro's semi-supervised VAE at the same sizes, and each side's test error after the same time;
+- `time_to_error`: `benchmarks/time_to_error.py`, the wall time to a validation error, one row per
+  JSON file `time_to_error*.json`;
+- `fit`: `benchmarks/fit_throughput.py --out benchmarks/results/fit_throughput_mnist_best.json`,
+  the whole `fit` against the train step alone.
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ def _load(name: str) -> dict:
         return json.load(f)
 
 
-def throughput_table() -> str:
-    result = _load("throughput.json")
+def throughput_table(name: str = "throughput.json") -> str:
+    result = _load(name)
     rows = ["| estimator | XLA | examples/s | step | matmul roofline | fraction of roofline |",
             "| --- | --- | --- | --- | --- | --- |"]
     for r in result["results"]:
@@ -67,7 +72,43 @@ def peers_table() -> str:
     return text + "\n"
 
 
-TABLES = {"throughput": throughput_table, "peers": peers_table}
+def time_to_error_table() -> str:
+    runs = [_load(name) for name in sorted(os.listdir(RESULTS))
+            if name.startswith("time_to_error") and name.endswith(".json")]
+    if not runs:
+        raise FileNotFoundError(f"no time_to_error*.json in {RESULTS}")
+    thresholds = runs[0]["thresholds"]
+    rows = ["| preset | estimator | step | " + " | ".join(f"to {100 * t:g}%" for t in thresholds) + " |",
+            "| --- | --- | --- | " + " | ".join("---" for _ in thresholds) + " |"]
+    for r in runs:
+        curve = r["curve"]
+        step_ms = 1e3 * curve[-1]["train_seconds"] / curve[-1]["step"]
+        reached = [r["time_to"].get(str(t)) for t in thresholds]
+        cells = [f"{x['train_seconds']:.0f} s (step {x['step']:,})" if x else "not reached" for x in reached]
+        rows.append(f"| `{r['preset']}` | {r['config']['objective']['estimator']} | {step_ms:.1f} ms | "
+                    + " | ".join(cells) + " |")
+    first = runs[0]
+    return "\n".join(rows) + (f"\n\nValidation error on {first['config']['data']['validation_size']:,} training "
+                              f"images held out, measured every {first['every']} steps, "
+                              f"{first['config']['data']['labels_per_class']} labels per class, label draw "
+                              f"{first['config']['data']['label_seed']}; the clock counts training only "
+                              "(`python benchmarks/time_to_error.py --data-dir ../shared/data/mnist --seed "
+                              f"{first['config']['data']['label_seed']} --out FILE.json [--set ...]`).\n")
+
+
+def fit_table() -> str:
+    result = _load("fit_throughput_mnist_best.json")
+    rows = ["| preset, estimator | XLA | `fit`, ms a step | the loop's median step | train function alone | "
+            "fit / step |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in result["runs"]:
+        rows.append(f"| `{r['preset']}`, {r['estimator']} | {'on' if r['xla'] else 'off'} | {r['fit_ms']:.2f} | "
+                    f"{r['loop_ms']:.2f} | {r['step_ms']:.2f} | {r['fit_over_step']:.2f} |")
+    return "\n".join(rows) + f"\n\n`{result['command']}`.\n"
+
+
+TABLES = {"throughput": throughput_table, "peers": peers_table,
+          "throughput_pyro_shapes": lambda: throughput_table("throughput_pyro_shapes.json"),
+          "time_to_error": time_to_error_table, "fit": fit_table}
 
 
 def render(text: str) -> str:

@@ -84,7 +84,7 @@ def main(argv=None) -> int:
 
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     chooser = [FasterStep(log=print)] if cfg.train.jit_compile == "auto" and not cfg.train.deterministic else []
-    run.model.fit(run.pipeline(), epochs=cfg.train.epochs, steps_per_epoch=run.steps, verbose=0,
+    run.model.fit(run.pipeline(), epochs=cfg.train.epochs, steps_per_epoch=run.steps, verbose=0, shuffle=False,
                   callbacks=[*chooser, *weight_average_callbacks(cfg), Clock()])
     write_json_atomic(args.out, result())
     for t in thresholds:

@@ -293,7 +293,7 @@ def test_leaf_events_count_nested_work_once():
 def test_the_readmes_speed_tables_are_generated_from_the_committed_json(tmp_path):
     sys.path.insert(0, os.path.join(REPO, "benchmarks"))
     import tables
-    assert "throughput" in tables.TABLES and "peers" in tables.TABLES
+    assert {"throughput", "peers", "throughput_pyro_shapes", "time_to_error", "fit"} <= set(tables.TABLES)
     stdout = run("tables.py", "--check")                 # the README as committed
     assert "match their JSON" in stdout
     throughput = json.load(open(os.path.join(REPO, "benchmarks", "results", "throughput.json")))
@@ -314,3 +314,21 @@ def test_the_readmes_speed_tables_are_generated_from_the_committed_json(tmp_path
     result = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "tables.py"), "--file", str(unknown)],
                             capture_output=True, text=True)
     assert result.returncode != 0 and "README names table 'speed'" in result.stderr
+
+
+def test_the_time_to_error_table_has_a_row_per_run_and_says_what_was_not_reached(tmp_path, monkeypatch):
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import tables
+    base = {"preset": "mnist-best", "thresholds": [0.1, 0.05, 0.03], "every": 250,
+            "config": {"objective": {"estimator": "enumerate"},
+                       "data": {"validation_size": 5000, "labels_per_class": 10, "label_seed": 1}},
+            "curve": [{"step": 250, "train_seconds": 10.0}, {"step": 500, "train_seconds": 20.0}]}
+    reached = {**base, "time_to": {"0.1": {"step": 250, "train_seconds": 10.0},
+                                   "0.05": {"step": 500, "train_seconds": 20.0}}}
+    relaxed = {**base, "config": {**base["config"], "objective": {"estimator": "relaxed"}}, "time_to": {}}
+    for name, result in [("time_to_error.json", reached), ("time_to_error_relaxed.json", relaxed)]:
+        (tmp_path / name).write_text(json.dumps(result))
+    monkeypatch.setattr(tables, "RESULTS", str(tmp_path))
+    rows = [r for r in tables.time_to_error_table().splitlines() if r.startswith("| `")]
+    assert rows == ["| `mnist-best` | enumerate | 40.0 ms | 10 s (step 250) | 20 s (step 500) | not reached |",
+                    "| `mnist-best` | relaxed | 40.0 ms | not reached | not reached | not reached |"]
