@@ -12,6 +12,10 @@ every step. Reported per step:
   input pipeline's wait and every callback's per-step work;
 - `fit_ms`: the whole of `fit` (first step to the end, epoch ends included) over its steps, the
   first epoch excluded (it compiles);
+- `fit_ms_without_validation`: the same without the per-epoch validation passes;
+- `bare_loop_ms`: the loop's median step of a `fit` on the same pipeline with no callback at all,
+  and `pipeline_ms`: one minibatch drawn from the pipeline alone (what the callbacks and the input
+  cost apart);
 - `step_ms`: the train function alone on one fixed minibatch (benchmarks/throughput.py's figure);
 
 and `fit_over_step` = fit_ms / step_ms (issue: within 1.10).
@@ -38,11 +42,13 @@ from tfstructvae.train import train_and_evaluate  # noqa: E402
 
 
 class StepClock(keras.callbacks.Callback):
-    """Times between step starts, per epoch, and each epoch's span from its first step's start."""
+    """Times between step starts, per epoch, each epoch's span from its first step's start, and the
+    time of each epoch's validation pass."""
 
     def __init__(self):
         super().__init__()
-        self.starts, self.epoch_spans = [], []
+        self.starts, self.epoch_spans, self.validation = [], [], []
+        self._test_start = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.starts.append([])
@@ -50,15 +56,41 @@ class StepClock(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         self.starts[-1].append(time.perf_counter())
 
+    def on_test_begin(self, logs=None):
+        self._test_start = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        self.validation.append(time.perf_counter() - self._test_start)
+
     def on_epoch_end(self, epoch, logs=None):
         self.epoch_spans.append(time.perf_counter() - self.starts[-1][0])
+        if len(self.validation) < len(self.epoch_spans):
+            self.validation.append(0.0)
 
     def loop_seconds(self) -> float:
         gaps = [b - a for epoch in self.starts[1:] for a, b in zip(epoch, epoch[1:])]
         return statistics.median(gaps)
 
-    def fit_seconds_per_step(self) -> float:
-        return sum(self.epoch_spans[1:]) / sum(len(e) for e in self.starts[1:])
+    def fit_seconds_per_step(self, validation: bool = True) -> float:
+        spans = [s - (0 if validation else v) for s, v in zip(self.epoch_spans[1:], self.validation[1:])]
+        return sum(spans) / sum(len(e) for e in self.starts[1:])
+
+
+def bare_loop_and_pipeline_seconds(cfg, epochs: int) -> tuple[float, float]:
+    """The loop's median step of a `fit` with no callback on `cfg`'s own pipeline, and the time to
+    draw one minibatch from that pipeline alone."""
+    from tfstructvae.train import prepare_training
+    run = prepare_training(cfg)
+    batches = iter(run.pipeline(0))
+    next(batches)
+    start = time.perf_counter()
+    for _ in range(run.steps):
+        next(batches)
+    pipeline = (time.perf_counter() - start) / run.steps
+    clock = StepClock()
+    run.model.fit(run.pipeline(0), epochs=epochs, steps_per_epoch=run.steps, callbacks=[clock], verbose=0,
+                  shuffle=False)
+    return clock.loop_seconds(), pipeline
 
 
 def main(argv=None) -> int:
@@ -85,13 +117,17 @@ def main(argv=None) -> int:
             with tempfile.TemporaryDirectory() as run_dir:
                 train_and_evaluate(cfg, os.path.join(run_dir, "run"), verbose=0, callbacks=[clock])
             step, _ = step_seconds(cfg, cfg.data.batch_size, args.step_repeats, 10)
+            bare, pipeline = bare_loop_and_pipeline_seconds(cfg, args.epochs)
             row = {"preset": args.preset, "estimator": estimator, "xla": xla, "batch_size": cfg.data.batch_size,
                    "loop_ms": 1e3 * clock.loop_seconds(), "fit_ms": 1e3 * clock.fit_seconds_per_step(),
-                   "step_ms": 1e3 * step}
+                   "fit_ms_without_validation": 1e3 * clock.fit_seconds_per_step(validation=False),
+                   "bare_loop_ms": 1e3 * bare, "pipeline_ms": 1e3 * pipeline, "step_ms": 1e3 * step}
             row["fit_over_step"] = row["fit_ms"] / row["step_ms"]
             row["examples_per_sec_fit"] = row["batch_size"] / (row["fit_ms"] / 1e3)
             rows.append(row)
-            print(f"{estimator:10s} xla={str(xla):5s} fit {row['fit_ms']:7.2f} ms/step  loop {row['loop_ms']:7.2f}  "
+            print(f"{estimator:10s} xla={str(xla):5s} fit {row['fit_ms']:7.2f} ms/step "
+                  f"(without validation {row['fit_ms_without_validation']:7.2f})  loop {row['loop_ms']:7.2f}  "
+                  f"bare loop {row['bare_loop_ms']:7.2f}  pipeline {row['pipeline_ms']:5.2f}  "
                   f"step alone {row['step_ms']:7.2f}  fit/step {row['fit_over_step']:.2f}", flush=True)
             write_json_atomic(args.out, {"runs": rows, "command": " ".join(
                 ["python", "benchmarks/fit_throughput.py", *(argv or sys.argv[1:])])})
