@@ -187,6 +187,33 @@ def test_fixmatch_term_is_the_cross_entropy_of_confident_pseudo_labels():
     np.testing.assert_allclose(kl, (p * (np.log(p) - log_q)).sum(-1), rtol=1e-5)
 
 
+def test_aligned_probabilities_divide_by_the_minibatch_class_shares():
+    probs = np.array([[0.9, 0.1], [0.55, 0.45], [0.7, 0.3], [0.2, 0.8]], np.float32)   # class 0: mean 0.5875
+    aligned = objectives.aligned_probabilities(tf.constant(probs)).numpy()
+    by_hand = probs / probs.mean(0)
+    np.testing.assert_allclose(aligned, by_hand / by_hand.sum(-1, keepdims=True), rtol=1e-6)
+    assert aligned[1].argmax() == 1            # 0.55 / 0.5875 < 0.45 / 0.4125: the over-predicted class loses
+    balanced = np.array([[0.9, 0.1], [0.1, 0.9]], np.float32)   # shares already equal: unchanged
+    np.testing.assert_allclose(objectives.aligned_probabilities(tf.constant(balanced)).numpy(), balanced, rtol=1e-6)
+
+
+def test_augmentation_term_with_alignment_takes_the_aligned_hard_label():
+    x = tf.zeros([3, 4, 4, 1])
+    logits = tf.math.log(tf.constant([[0.97, 0.03], [0.96, 0.04], [0.9, 0.1]]))   # class 0 over-predicted
+    student = tf.constant([[0.0, 1.0], [2.0, 0.0], [0.5, 0.5]])
+    q_fn, teacher = (lambda xp: tfd.Categorical(logits=student)), tfd.Categorical(logits=logits)
+    log_q = tf.nn.log_softmax(student).numpy()
+    plain = objectives.augmentation_kl(q_fn, x, teacher, tf.constant([0, 1]), 0, False, threshold=0.5).numpy()
+    np.testing.assert_allclose(plain, -log_q[:, 0], rtol=1e-6)                       # every row says 0
+    aligned = objectives.augmentation_kl(q_fn, x, teacher, tf.constant([0, 1]), 0, False, threshold=0.5,
+                                         align=True).numpy()
+    p = np.exp(logits.numpy()) / np.exp(logits.numpy()).mean(0)
+    p /= p.sum(-1, keepdims=True)
+    expected = [-log_q[i, p[i].argmax()] if p[i].max() >= 0.5 else 0.0 for i in range(3)]
+    assert p[2].argmax() == 1                                                          # the least sure row flips
+    np.testing.assert_allclose(aligned, expected, rtol=1e-6)
+
+
 def test_augmentation_term_of_a_normal_node_is_its_closed_form_kl_and_ignores_the_threshold():
     x = tf.zeros([2, 4, 4, 1])
     teacher = tfd.Independent(tfd.Normal([[0.0], [1.0]], [[1.0], [0.5]]), 1)
@@ -228,10 +255,11 @@ def test_consistency_nodes_labelled_holds_a_measured_normal_factor_still():
 
 
 def test_fixmatch_term_trains_through_the_model():
-    model = tiny_model(augment_weight=1.0, augment_cutout=3, augment_threshold=0.5)
     x = tf.random.uniform([6, 28, 28, 1], seed=1)
-    terms = model.objective_terms(x, tf.constant([0, 1, -1, -1, -1, -1]), training=True)
-    assert terms["augment"].shape == (6,) and np.isfinite(terms["augment"].numpy()).all()
+    for align in (False, True):
+        model = tiny_model(augment_weight=1.0, augment_cutout=3, augment_threshold=0.5, augment_alignment=align)
+        terms = model.objective_terms(x, tf.constant([0, 1, -1, -1, -1, -1]), training=True)
+        assert terms["augment"].shape == (6,) and np.isfinite(terms["augment"].numpy()).all()
     with pytest.raises(ConfigError, match="augment_threshold"):
         ObjectiveConfig(augment_threshold=1.0).validate()
 

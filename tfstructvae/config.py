@@ -179,6 +179,10 @@ class ObjectiveConfig:
     # > 0: the augmentation term is FixMatch's pseudo-label: -log q(argmax q(y|x) | t(x)) where
     # max q(y|x) reaches this confidence (0.95 in Sohn et al. 2020); 0: KL(q(y|x) || q(y|t(x))).
     augment_threshold: float = 0.0
+    # True: the augmentation term's target q(y|x) is aligned to the uniform class prior first
+    # (ReMixMatch's distribution alignment, over the minibatch): against pseudo-labels that let
+    # one class absorb another. objectives.aligned_probabilities.
+    augment_alignment: bool = False
     # True: the supervised term of every labelled node that reads x alone (a classifier, a
     # measured factor) reads a labelled image shifted (and, with augment_flip, mirrored; never cut
     # out) afresh every step, alpha log q(node | t(x)): a hundred labelled images are otherwise

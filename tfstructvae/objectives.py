@@ -55,7 +55,9 @@ augmentation term asks the same of a random transformation t: a shift of up to
 `augment_shift` pixels each way, where the data allow it (clothes, faces; not
 digits) a horizontal flip, and optionally a cutout square (Laine & Aila 2017;
 Xie et al. 2020). With `augment_threshold` > 0 it becomes FixMatch's confident
-pseudo-label instead of the KL (Sohn et al. 2020; `augmentation_kl`).
+pseudo-label instead of the KL (Sohn et al. 2020; `augmentation_kl`); with
+`augment_alignment` its target is first aligned to the uniform class prior
+(`aligned_probabilities`).
 """
 
 from __future__ import annotations
@@ -135,18 +137,34 @@ def random_shift_and_flip(x, seed, max_shift: int, flip: bool, cutout: int = 0):
     return tf.ensure_shape(x, [None, *static[1:]])    # the gathers above lose the channel count
 
 
+def aligned_probabilities(probs):
+    """Distribution alignment (Berthelot et al. 2020, ReMixMatch): each row of q(y|x) scaled by
+    p(y) / mean_batch q(y|x) and renormalised, with p(y) uniform. (B, K) -> (B, K)
+
+    Pseudo-labels drift: a class that q(y|x) over-predicts teaches itself on more images each step
+    and absorbs its neighbours (on Fashion-MNIST with 10 labels per class one draw ends with bags
+    read as coats). Dividing by the classes' predicted shares counters it. The minibatch's mean
+    stands in for ReMixMatch's running average over 128 minibatches: no state to carry, checkpoint
+    or synchronise across replicas (under tf.distribute each replica aligns to its own rows)."""
+    aligned = probs / tf.reduce_mean(probs, axis=0, keepdims=True)
+    return aligned / tf.reduce_sum(aligned, axis=-1, keepdims=True)
+
+
 def augmentation_kl(q_fn, x, q, seed, max_shift: int = 2, flip: bool = False, cutout: int = 0,
-                    threshold: float = 0.0):
+                    threshold: float = 0.0, align: bool = False):
     """Consistency of a node's posterior under a random transformation t, q(.|x) held fixed. (B,)
 
     threshold = 0 (or a node that is not categorical): KL(q(.|x) || q(.|t(x))). threshold > 0 on
     a categorical node: FixMatch's pseudo-label (Sohn et al. 2020), -log q(y = argmax q(y|x) | t(x))
     on the examples where max q(y|x) >= threshold, else 0: only confident predictions teach, and
     they teach a hard class, so q(y|x)'s own mistakes at low confidence are not copied onto the
-    transformed image.
+    transformed image. `align` (categorical nodes, either form): the target is
+    `aligned_probabilities` of q(.|x).
     """
     target = held_fixed(q)
     transformed = q_fn(random_shift_and_flip(x, seed, max_shift, flip, cutout))
+    if align and isinstance(target, tfd.Categorical):
+        target = tfd.Categorical(probs=aligned_probabilities(target.probs_parameter()))
     if not threshold or not isinstance(target, tfd.Categorical):
         return tfd.kl_divergence(target, transformed)
     probs = target.probs_parameter()
