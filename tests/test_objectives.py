@@ -201,17 +201,18 @@ def test_augmentation_term_with_alignment_takes_the_aligned_hard_label():
     x = tf.zeros([3, 4, 4, 1])
     logits = tf.math.log(tf.constant([[0.97, 0.03], [0.96, 0.04], [0.9, 0.1]]))   # class 0 over-predicted
     student = tf.constant([[0.0, 1.0], [2.0, 0.0], [0.5, 0.5]])
-    q_fn, teacher = (lambda xp: tfd.Categorical(logits=student)), tfd.Categorical(logits=logits)
     log_q = tf.nn.log_softmax(student).numpy()
-    plain = objectives.augmentation_kl(q_fn, x, teacher, tf.constant([0, 1]), 0, False, threshold=0.5).numpy()
-    np.testing.assert_allclose(plain, -log_q[:, 0], rtol=1e-6)                       # every row says 0
-    aligned = objectives.augmentation_kl(q_fn, x, teacher, tf.constant([0, 1]), 0, False, threshold=0.5,
-                                         align=True).numpy()
     p = np.exp(logits.numpy()) / np.exp(logits.numpy()).mean(0)
     p /= p.sum(-1, keepdims=True)
     expected = [-log_q[i, p[i].argmax()] if p[i].max() >= 0.5 else 0.0 for i in range(3)]
     assert p[2].argmax() == 1                                                          # the least sure row flips
-    np.testing.assert_allclose(aligned, expected, rtol=1e-6)
+    for kind in (tfd.Categorical, tfd.OneHotCategorical):          # the package's nodes are one-hot
+        q_fn, teacher = (lambda xp: kind(logits=student, dtype=tf.float32)), kind(logits=logits, dtype=tf.float32)
+        plain = objectives.augmentation_kl(q_fn, x, teacher, tf.constant([0, 1]), 0, False, threshold=0.5).numpy()
+        np.testing.assert_allclose(plain, -log_q[:, 0], rtol=1e-6)                   # every row says 0
+        aligned = objectives.augmentation_kl(q_fn, x, teacher, tf.constant([0, 1]), 0, False, threshold=0.5,
+                                             align=True).numpy()
+        np.testing.assert_allclose(aligned, expected, rtol=1e-6)
 
 
 def test_augmentation_term_of_a_normal_node_is_its_closed_form_kl_and_ignores_the_threshold():
@@ -260,6 +261,16 @@ def test_fixmatch_term_trains_through_the_model():
         model = tiny_model(augment_weight=1.0, augment_cutout=3, augment_threshold=0.5, augment_alignment=align)
         terms = model.objective_terms(x, tf.constant([0, 1, -1, -1, -1, -1]), training=True)
         assert terms["augment"].shape == (6,) and np.isfinite(terms["augment"].numpy()).all()
+    # The model's q(y|x) is a OneHotCategorical, and there too the threshold must give FixMatch's
+    # hard label, not the KL (it silently gave the KL until the pseudo-label took both kinds). With
+    # t the identity (no shift, flip or cutout) the KL is 0 and the hard label's term is
+    # -log max_y q(y|x) on every row (max q >= 1/K passes a threshold of 0.05).
+    model = tiny_model(augment_weight=1.0, augment_shift=0, augment_threshold=0.05)
+    q = model.encode(x)["y"]
+    assert isinstance(q, tfd.OneHotCategorical)
+    terms = model.objective_terms(x, tf.constant([0, 1, -1, -1, -1, -1]), training=True)
+    np.testing.assert_allclose(terms["augment"].numpy(), -np.log(q.probs_parameter().numpy().max(-1)), rtol=1e-4)
+    assert (terms["augment"].numpy() > 0.01).all()
     with pytest.raises(ConfigError, match="augment_threshold"):
         ObjectiveConfig(augment_threshold=1.0).validate()
 

@@ -99,7 +99,8 @@ def test_a_recipe_brings_a_presets_objective_and_classifier_and_keeps_the_rest()
     assert back.objective == get_preset("mnist-best").objective and back.model.classifier_network is None
     # what the user set explicitly wins over the recipe
     kept = point_config(mine, {"recipe": "fashion-mnist"}, {"objective.augment_weight": 5.0, "objective.alpha": None})
-    assert kept.objective.augment_weight == 5.0 and kept.objective.augment_threshold == 0.95
+    assert kept.objective.augment_weight == 5.0
+    assert kept.objective.augment_cutout == fashion.objective.augment_cutout == 12    # the rest is the recipe's
 
 
 def test_tune_tries_recipes_on_your_data(tmp_path, capsys):

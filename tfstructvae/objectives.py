@@ -163,13 +163,18 @@ def augmentation_kl(q_fn, x, q, seed, max_shift: int = 2, flip: bool = False, cu
     """
     target = held_fixed(q)
     transformed = q_fn(random_shift_and_flip(x, seed, max_shift, flip, cutout))
-    if align and isinstance(target, tfd.Categorical):
-        target = tfd.Categorical(probs=aligned_probabilities(target.probs_parameter()))
-    if not threshold or not isinstance(target, tfd.Categorical):
+    # The package's categorical nodes are OneHotCategorical (families/categorical.py); either kind
+    # of categorical gets the aligned target and the hard label.
+    categorical = isinstance(target, (tfd.Categorical, tfd.OneHotCategorical))
+    if align and categorical:
+        target = type(target)(probs=aligned_probabilities(target.probs_parameter()), dtype=target.dtype)
+    if not threshold or not categorical:
         return tfd.kl_divergence(target, transformed)
     probs = target.probs_parameter()
     confident = tf.cast(tf.reduce_max(probs, -1) >= threshold, tf.float32)
-    return -confident * transformed.log_prob(tf.argmax(probs, -1, output_type=tf.int32))
+    hard = tf.argmax(probs, -1, output_type=tf.int32)
+    log_q = tf.gather(tf.nn.log_softmax(transformed.logits_parameter()), hard, axis=-1, batch_dims=1)
+    return -confident * log_q
 
 
 def per_example_loss(terms: dict, alphas: dict, beta=1.0, entropy_weight=0.0, consistency_weight=0.0,
