@@ -149,7 +149,7 @@ def main(argv=None) -> int:
         png = os.path.splitext(args.out)[0] + f"_s{seed}.png"
         figure(grids, png)
         row = {"seed": seed, "test_error": metrics["test_error"], "wall_time_s": metrics["wall_time_s"],
-               "epochs": metrics["epochs"], "figure": png, **validation_figures(cfg, data, model),
+               "epochs": metrics["epochs"], "figure": os.path.relpath(png), **validation_figures(cfg, data, model),
                **{f"test_r2/{f}": metrics[f"test_r2/{f}"] for f in FACTORS},
                **{f"test_rmse/{f}": metrics[f"test_rmse/{f}"] for f in FACTORS},
                "controllability": control}

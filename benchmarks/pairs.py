@@ -94,8 +94,9 @@ def main(argv=None) -> int:
         row = {"labelled_pairs": metrics["labelled_examples"], **errors(model, data["pairs"])}
         line = ""
         if kind == "semi-supervised":
-            row["figure"] = os.path.splitext(args.out)[0] + f"_l{l}_s{seed}.png"
-            swap_figure(model, data["pairs"], row["figure"])
+            png = os.path.splitext(args.out)[0] + f"_l{l}_s{seed}.png"
+            swap_figure(model, data["pairs"], png)
+            row["figure"] = os.path.relpath(png)  # a path that holds on another machine
             row.update(swap_accuracy(model, data["pairs"], args.swap_pairs))
             line = (f"  swapped right read back {100 * row['swap_accuracy/right']:.1f}%, "
                     f"left kept {100 * row['swap_kept/left']:.1f}%")
