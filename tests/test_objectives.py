@@ -215,6 +215,37 @@ def test_augmentation_term_with_alignment_takes_the_aligned_hard_label():
         np.testing.assert_allclose(aligned, expected, rtol=1e-6)
 
 
+def test_sharpened_target_is_q_to_the_one_over_t_and_enters_the_kl():
+    probs = np.array([[0.6, 0.3, 0.1], [1.0, 0.0, 0.0]], np.float32)   # a row that underflowed to one-hot
+    sharp = objectives.sharpened_probabilities(tf.constant(probs), 0.5).numpy()
+    by_hand = probs ** 2 / (probs ** 2).sum(-1, keepdims=True)          # MixMatch's Sharpen(p, T = 0.5)
+    np.testing.assert_allclose(sharp, by_hand, rtol=1e-6)
+    np.testing.assert_allclose(objectives.sharpened_probabilities(tf.constant(probs), 1.0).numpy(), probs,
+                               rtol=1e-6, atol=1e-7)
+    # Through the augmentation term (KL form; t the identity): KL(sharpened teacher || student).
+    x = tf.zeros([2, 4, 4, 1])
+    student_logits = tf.constant([[0.0, 0.0, 0.0], [1.0, 0.0, -1.0]])
+    log_student = tf.nn.log_softmax(student_logits).numpy()
+    teacher = tfd.OneHotCategorical(probs=probs, dtype=tf.float32)
+    q_fn = lambda xp: tfd.OneHotCategorical(logits=student_logits, dtype=tf.float32)
+    kl = objectives.augmentation_kl(q_fn, x, teacher, tf.constant([0, 1]), 0, False, temperature=0.5).numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = np.nansum(np.where(by_hand > 0, by_hand * (np.log(by_hand) - log_student), 0.0), -1)
+    np.testing.assert_allclose(kl, expected, rtol=1e-5)
+    teacher_from_logits = tfd.OneHotCategorical(logits=tf.math.log(probs[:1]), dtype=tf.float32)
+    plain = objectives.augmentation_kl(lambda xp: tfd.OneHotCategorical(logits=student_logits[:1], dtype=tf.float32),
+                                       x[:1], teacher_from_logits, tf.constant([0, 1]), 0, False).numpy()
+    assert kl[0] > plain[0]           # the sharper target is further from the uniform student
+    # A q(y|x) so sure that its other probabilities underflow to 0, aligned too: finite, not NaN.
+    sure = tfd.OneHotCategorical(logits=tf.constant([[200.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), dtype=tf.float32)
+    for kw in ({"align": True}, {"align": True, "temperature": 0.5}, {"temperature": 0.5}):
+        term = objectives.augmentation_kl(q_fn, x, sure, tf.constant([0, 1]), 0, False, **kw).numpy()
+        assert np.isfinite(term).all(), kw
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="augment_temperature"):
+            ObjectiveConfig(augment_temperature=bad).validate()
+
+
 def test_augmentation_term_of_a_normal_node_is_its_closed_form_kl_and_ignores_the_threshold():
     x = tf.zeros([2, 4, 4, 1])
     teacher = tfd.Independent(tfd.Normal([[0.0], [1.0]], [[1.0], [0.5]]), 1)

@@ -183,6 +183,10 @@ class ObjectiveConfig:
     # (ReMixMatch's distribution alignment, over the minibatch): against pseudo-labels that let
     # one class absorb another. objectives.aligned_probabilities.
     augment_alignment: bool = False
+    # < 1: the KL form's target q(y|x) is sharpened first, q^(1/T) renormalised (MixMatch's
+    # temperature T = 0.5, after alignment as in ReMixMatch): between the soft KL and the hard
+    # pseudo-label. 1 = the target as it is. objectives.sharpened_probabilities.
+    augment_temperature: float = 1.0
     # True: the supervised term of every labelled node that reads x alone (a classifier, a
     # measured factor) reads a labelled image shifted (and, with augment_flip, mirrored; never cut
     # out) afresh every step, alpha log q(node | t(x)): a hundred labelled images are otherwise
@@ -221,6 +225,9 @@ class ObjectiveConfig:
         if not 0 <= self.augment_threshold < 1:
             raise ConfigError(f"augment_threshold must lie in [0, 1) (a confidence; 0 = the KL form), "
                               f"got {self.augment_threshold}")
+        if not 0 < self.augment_temperature <= 1:
+            raise ConfigError(f"augment_temperature must lie in (0, 1] (1 = the target unsharpened), "
+                              f"got {self.augment_temperature}")
         if self.kl_warmup_steps < 0:
             raise ConfigError(f"kl_warmup_steps must be >= 0, got {self.kl_warmup_steps}")
         if self.temperature <= 0 or (self.temperature_start is not None and self.temperature_start <= 0):

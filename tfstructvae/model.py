@@ -516,7 +516,7 @@ class StructuredVAE(keras.Model):
                     lambda xp, n=node.name: self.q_node(n, xp, [], training),
                     x, per_node[node.name][0], self._sample_seed(),
                     cfg.augment_shift, cfg.augment_flip, cfg.augment_cutout, cfg.augment_threshold,
-                    cfg.augment_alignment))
+                    cfg.augment_alignment, cfg.augment_temperature))
                 for node in self.held_still])
         return terms
 

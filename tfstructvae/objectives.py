@@ -57,18 +57,22 @@ digits) a horizontal flip, and optionally a cutout square (Laine & Aila 2017;
 Xie et al. 2020). With `augment_threshold` > 0 it becomes FixMatch's confident
 pseudo-label instead of the KL (Sohn et al. 2020; `augmentation_kl`); with
 `augment_alignment` its target is first aligned to the uniform class prior
-(`aligned_probabilities`).
+(`aligned_probabilities`), with `augment_temperature` < 1 sharpened
+(`sharpened_probabilities`).
 """
 
 from __future__ import annotations
 
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfstructvae.distribution import global_batch_noise
 
 tfd = tfp.distributions
+# The floor under probabilities about to be logged or divided by.
+_TINY = float(np.finfo(np.float32).tiny)
 
 
 def elbo(reconstruction, kls, beta=1.0):
@@ -146,12 +150,29 @@ def aligned_probabilities(probs):
     read as coats). Dividing by the classes' predicted shares counters it. The minibatch's mean
     stands in for ReMixMatch's running average over 128 minibatches: no state to carry, checkpoint
     or synchronise across replicas (under tf.distribute each replica aligns to its own rows)."""
-    aligned = probs / tf.reduce_mean(probs, axis=0, keepdims=True)
+    # A class no row predicts (its probabilities underflowed) stays 0 instead of 0 / 0.
+    aligned = probs / tf.maximum(tf.reduce_mean(probs, axis=0, keepdims=True), _TINY)
     return aligned / tf.reduce_sum(aligned, axis=-1, keepdims=True)
 
 
+def sharpened_probabilities(probs, temperature: float):
+    """MixMatch's sharpening (Berthelot et al. 2019): each row q^(1/T) renormalised. (B, K) -> (B, K)
+
+    T < 1 moves the soft target toward its argmax without the hard label's all-or-nothing: a
+    confident row is nearly one-hot, an undecided one stays spread. Computed as a softmax of
+    log q / T, which holds for probabilities that underflow."""
+    return tf.nn.softmax(tf.math.log(tf.maximum(probs, _TINY)) / temperature, axis=-1)
+
+
+def _categorical_from_probs(like, probs):
+    """A categorical of `like`'s kind with these probabilities, built from logits floored at
+    log(tiny): a probability that underflowed to 0 (a confident q(y|x), or a class the minibatch
+    never predicts) would give -inf logits, and TFP's categorical KL then returns NaN."""
+    return type(like)(logits=tf.math.log(tf.maximum(probs, _TINY)), dtype=like.dtype)
+
+
 def augmentation_kl(q_fn, x, q, seed, max_shift: int = 2, flip: bool = False, cutout: int = 0,
-                    threshold: float = 0.0, align: bool = False):
+                    threshold: float = 0.0, align: bool = False, temperature: float = 1.0):
     """Consistency of a node's posterior under a random transformation t, q(.|x) held fixed. (B,)
 
     threshold = 0 (or a node that is not categorical): KL(q(.|x) || q(.|t(x))). threshold > 0 on
@@ -159,7 +180,8 @@ def augmentation_kl(q_fn, x, q, seed, max_shift: int = 2, flip: bool = False, cu
     on the examples where max q(y|x) >= threshold, else 0: only confident predictions teach, and
     they teach a hard class, so q(y|x)'s own mistakes at low confidence are not copied onto the
     transformed image. `align` (categorical nodes, either form): the target is
-    `aligned_probabilities` of q(.|x).
+    `aligned_probabilities` of q(.|x). `temperature` < 1 (categorical nodes, the KL form): the
+    target is then `sharpened_probabilities` (the hard label needs no sharpening).
     """
     target = held_fixed(q)
     transformed = q_fn(random_shift_and_flip(x, seed, max_shift, flip, cutout))
@@ -167,7 +189,9 @@ def augmentation_kl(q_fn, x, q, seed, max_shift: int = 2, flip: bool = False, cu
     # of categorical gets the aligned target and the hard label.
     categorical = isinstance(target, (tfd.Categorical, tfd.OneHotCategorical))
     if align and categorical:
-        target = type(target)(probs=aligned_probabilities(target.probs_parameter()), dtype=target.dtype)
+        target = _categorical_from_probs(target, aligned_probabilities(target.probs_parameter()))
+    if temperature != 1.0 and categorical and not threshold:
+        target = _categorical_from_probs(target, sharpened_probabilities(target.probs_parameter(), temperature))
     if not threshold or not categorical:
         return tfd.kl_divergence(target, transformed)
     probs = target.probs_parameter()
