@@ -125,10 +125,12 @@ class FasterStep(keras.callbacks.Callback):
     matrix products are slower than TensorFlow's oneDNN kernels, so it loses where the enumerated
     decoder's products dominate (MLP-500 with a 50-d style: 38 against 26 ms a step); on a GPU it
     usually wins. The steps timed are ordinary training steps, nothing is spent but one extra
-    trace: `warmup` steps of each kind are skipped (the first compiles), `timed` are measured and
-    their medians compared. The model compiled with XLA comes first; when XLA wins, its compiled
-    function is reused, not built again. `chosen` (True: XLA) and `step_ms` record the outcome;
-    the choice is said once.
+    trace: `warmup` steps of each kind come first and are not timed (the first of each compiles),
+    then the two kinds alternate step by step for `timed` steps each and their medians are
+    compared. Alternating, not one block after the other, so that a change in the machine's load
+    during the timing (another process starting, a CPU clock settling) falls on both alike. The
+    model compiled with XLA comes first; its compiled function is kept and reused, as is the other
+    once built. `chosen` (True: XLA) and `step_ms` record the outcome; the choice is said once.
     """
 
     def __init__(self, warmup: int = 3, timed: int = 20, clock=time.perf_counter, log=print):
@@ -136,13 +138,17 @@ class FasterStep(keras.callbacks.Callback):
         self.warmup, self.timed, self.clock, self.log = warmup, timed, clock, log
         self.chosen = None                      # True: XLA, False: without
         self.step_ms = {}                       # {True: median ms with XLA, False: without}
+        # The kind of every step until the choice: XLA's warm-up, the other's, then alternating.
+        self._schedule = [True] * warmup + [False] * warmup + [True, False] * timed
         self._times = {True: [], False: []}
-        self._seen = {True: 0, False: 0}
+        self._step = 0
         self._functions = {}
         self._start = None
 
     def _use(self, xla: bool) -> None:
         m = self.model
+        if bool(m.jit_compile) == xla and m.train_function is self._functions.get(xla):
+            return
         m.jit_compile = xla
         if xla in self._functions:
             m.train_function = self._functions[xla]
@@ -166,19 +172,16 @@ class FasterStep(keras.callbacks.Callback):
             return
         if logs:   # the step's outputs are ready once one is read (on a GPU the call returns first)
             float(next(iter(logs.values())))
-        elapsed, xla = self.clock() - self._start, bool(self.model.jit_compile)
-        self._seen[xla] += 1
-        if self._seen[xla] > self.warmup:
-            self._times[xla].append(elapsed)
-        if len(self._times[xla]) < self.timed:
-            return
-        if xla:
-            self._use(False)
+        elapsed = self.clock() - self._start
+        if self._step >= 2 * self.warmup:
+            self._times[bool(self.model.jit_compile)].append(elapsed)
+        self._step += 1
+        if self._step < len(self._schedule):
+            self._use(self._schedule[self._step])
             return
         self.step_ms = {k: 1000 * statistics.median(v) for k, v in self._times.items()}
         self.chosen = self.step_ms[True] <= self.step_ms[False]
-        if self.chosen:
-            self._use(True)
+        self._use(self.chosen)
         self.log(f"train step: {self.step_ms[True]:.1f} ms with XLA, {self.step_ms[False]:.1f} ms without "
-                 f"(medians of {self.timed} steps): training continues {'with' if self.chosen else 'without'} "
-                 "XLA (set train.jit_compile to true or false to fix it)")
+                 f"(medians of {self.timed} steps each, alternating): training continues "
+                 f"{'with' if self.chosen else 'without'} XLA (set train.jit_compile to true or false to fix it)")
