@@ -16,7 +16,7 @@ the other networks and the schedule stay as given. `DEFAULT_GRID` is the two rec
 has chosen on validation so far: `mnist-best` (the ELBO's gradient into q(y|x) and virtual adversarial
 consistency; best on MNIST) and `fashion-mnist` (the labels on shifted, mirrored copies, consistency
 under shifts, flips and cutout, a conv classifier; best on Fashion-MNIST, where it cuts the validation error from
-`mnist-best`'s 35.1% to 24.1% while on MNIST it diverges; docs/results.md).
+`mnist-best`'s 35.1% to 24.1%; on MNIST, before it aligned its targets, it diverged; docs/results.md).
 """
 
 from __future__ import annotations
