@@ -212,3 +212,20 @@ def test_a_non_finite_term_outside_the_loss_still_stops_training():
     assert guard.message is None and not guard.model.stop_training
     guard.on_train_batch_end(1, {"loss": 3.0, "entropy": float("nan"), "elbo": -3.0})   # weight 0: not in the loss
     assert guard.model.stop_training and "objective term 'entropy' is nan" in guard.message
+
+
+def test_weight_decay_shrinks_weights_by_learning_rate_times_decay():
+    import tensorflow as tf
+    from tfstructvae.config import ConfigError
+    lr, wd = 0.01, 0.5
+    cfg = small_config("plugin", "rate").override(**{"train.learning_rate": lr, "train.weight_decay": wd})
+    model = compile_model(build_model(cfg, (28, 28, 1)), cfg, 4)
+    var = model.trainable_variables[0]
+    before = var.numpy().copy()
+    # a zero gradient: Adam's own update is 0, so only the decoupled decay moves the weight
+    model.optimizer.apply_gradients([(tf.zeros_like(var), var)])
+    np.testing.assert_allclose(var.numpy(), before * (1 - lr * wd), rtol=1e-6, atol=1e-7)
+    plain = small_config("plugin", "rate")
+    assert compile_model(build_model(plain, (28, 28, 1)), plain, 4).optimizer.weight_decay is None
+    with pytest.raises(ConfigError, match="weight_decay must be >= 0"):
+        TrainConfig(weight_decay=-1e-4).validate()

@@ -255,6 +255,10 @@ class TrainConfig:
     # > 0: Adam keeps an exponential moving average of the weights with this momentum (Polyak
     # averaging; e.g. 0.999); validation reads it during training and the trained model is it.
     ema_momentum: float = 0.0
+    # > 0: decoupled weight decay (Loshchilov & Hutter's AdamW, Keras's `weight_decay`): every
+    # step each weight also shrinks by learning_rate * weight_decay of itself, following the
+    # learning-rate schedule. 0: plain Adam.
+    weight_decay: float = 0.0
     # What the progress bar shows ("all": every logged term; each still goes to TensorBoard and
     # history.csv). `labelled_accuracy` is the accuracy on a batch's labelled examples.
     progress_metrics: tuple[str, ...] = ("loss", "elbo", "val_accuracy")
@@ -272,6 +276,8 @@ class TrainConfig:
             raise ConfigError(f"jit_compile must be true, false or 'auto', got {self.jit_compile!r}")
         if not 0.0 <= self.ema_momentum < 1.0:
             raise ConfigError(f"ema_momentum must lie in [0, 1) (0 = no weight average), got {self.ema_momentum}")
+        if not self.weight_decay >= 0.0:
+            raise ConfigError(f"weight_decay must be >= 0 (0 = none), got {self.weight_decay}")
         for name in ("steps_per_epoch", "checkpoint_every_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -70,7 +70,8 @@ def compile_model(model: StructuredVAE, cfg: Config, steps_per_epoch: int) -> St
     model.xla_refusal = xla_refusal(tf.distribute.get_strategy())
     jit = cfg.train.jit_compile is not False and model.xla_refusal is None
     ema = cfg.train.ema_momentum
-    model.compile(optimizer=Adam(lr, use_ema=ema > 0, ema_momentum=ema or 0.99), jit_compile=jit)
+    model.compile(optimizer=Adam(lr, weight_decay=cfg.train.weight_decay or None,
+                                 use_ema=ema > 0, ema_momentum=ema or 0.99), jit_compile=jit)
     # Create the optimizer's slots now: variables created inside the first trace make
     # tf.function trace the step a second time.
     model.optimizer.build(model.trainable_variables)
