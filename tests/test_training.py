@@ -130,6 +130,25 @@ def test_classifier_options_shape_only_q_y_and_round_trip_through_json():
         ModelConfig(classifier_network="resnet").validate()
 
 
+def test_classifier_filters_shape_the_conv_body_of_q_y_alone():
+    from tfstructvae.model import StructuredVAE
+    cfg = Config(model=ModelConfig(style_dim=2, hidden_units=(16,), classifier_network="conv", network="conv",
+                                   classifier_filters=(8, 16, 24))).validate()
+    again = Config.from_dict(__import__("json").loads(cfg.to_json()))
+    assert again == cfg and again.model.classifier_filters == (8, 16, 24)
+    model = StructuredVAE((28, 28, 1), model_config=again.model)
+    y_body, z_body = model.x_bodies
+    assert [c.filters for c in y_body.convs] == [8, 16, 24]
+    assert [c.filters for c in z_body.convs] == [32, 64]         # q(z|x,y) keeps the paper's body
+    # three stride-2 layers: 28 -> 14 -> 7 -> 4, times 24 filters, into q(y|x)'s first layer
+    assert model.q_nets[0].input_projections[0].kernel.shape == (4 * 4 * 24, 16)
+    assert model.classify(np.zeros((3, 28, 28, 1), "float32")).shape == (3, 10)
+    with pytest.raises(Exception, match="classifier_filters must be positive"):
+        ModelConfig(classifier_filters=(32, 0)).validate()
+    with pytest.raises(Exception, match="set one or the other"):
+        ModelConfig(shared_encoder=True, classifier_filters=(32,)).validate()
+
+
 class StepClock:
     """A clock on which a training step takes `ms[True]` ms with XLA and `ms[False]` without,
     plus `load_ms` from step `load_from` on (another process starting on the machine)."""

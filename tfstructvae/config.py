@@ -101,6 +101,9 @@ class ModelConfig:
     # How q(y|x) sees the image (None: `network`): "conv" gives the classifier the conv
     # body while the enumerated decoder stays an MLP.
     classifier_network: str | None = None
+    # Filters of the classifier's conv body, one stride-2 layer each (None: the paper's 32 -> 64),
+    # e.g. (64, 128) wider or (32, 64, 128) deeper. Used where q(y|x) reads the image by "conv".
+    classifier_filters: tuple[int, ...] | None = None
     network: str = "mlp"          # "mlp" (pixels as a vector) or "conv" (conv 32 -> 64, deconv decoder)
     # One encoder trunk for every node of q: h(x) = the body and `hidden_units` layers, each node's
     # parameters a linear map of [h(x), its parents] (Siddharth et al. 2017's networks). False: a
@@ -144,14 +147,19 @@ class ModelConfig:
         if self.classifier_units is not None and (
                 not self.classifier_units or any(u < 1 for u in self.classifier_units)):
             raise ConfigError(f"classifier_units must be positive, got {self.classifier_units}")
+        if self.classifier_filters is not None and (
+                not self.classifier_filters or any(f < 1 for f in self.classifier_filters)):
+            raise ConfigError(f"classifier_filters must be positive, got {self.classifier_filters}")
         if self.network not in NETWORKS:
             raise ConfigError(f"unknown network {self.network!r}; expected one of {NETWORKS}")
         if self.classifier_network is not None and self.classifier_network not in NETWORKS:
             raise ConfigError(f"unknown classifier_network {self.classifier_network!r}; "
                               f"expected one of {NETWORKS}")
-        if self.shared_encoder and (self.classifier_units is not None or self.classifier_network is not None):
-            raise ConfigError("shared_encoder gives every node the same trunk; classifier_units and "
-                              "classifier_network shape a classifier network of its own: set one or the other")
+        if self.shared_encoder and (self.classifier_units is not None or self.classifier_network is not None
+                                    or self.classifier_filters is not None):
+            raise ConfigError("shared_encoder gives every node the same trunk; classifier_units, "
+                              "classifier_network and classifier_filters shape a classifier network of its "
+                              "own: set one or the other")
         if self.likelihood not in LIKELIHOODS:
             raise ConfigError(f"unknown likelihood {self.likelihood!r}; expected one of {LIKELIHOODS}")
         if self.activation not in ACTIVATIONS:
@@ -305,7 +313,7 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
         model = dict(d.get("model", {}))
-        for name in ("hidden_units", "classifier_units", "image_shape"):
+        for name in ("hidden_units", "classifier_units", "classifier_filters", "image_shape"):
             if model.get(name) is not None:
                 model[name] = tuple(model[name])
         train = dict(d.get("train", {}))

@@ -124,7 +124,8 @@ class StructuredVAE(keras.Model):
         else:
             self.trunk = None
             self.x_bodies = [x_body(n.network or (classifier_body if n.name in classifier_names
-                                                  else model_config.network), bn, name=f"q_{n.name}_body")
+                                                  else model_config.network), bn, name=f"q_{n.name}_body",
+                                    filters=model_config.classifier_filters if n.name in classifier_names else None)
                              for n in graph]
             self.q_nets = [
                 mlp(classifier_hidden if n.name in classifier_names else hidden,

@@ -109,12 +109,13 @@ def mlp(hidden_units, output_dim, n_inputs, batch_norm=False, activation="relu",
                           name=name)
 
 
-def x_body(kind: str, batch_norm=False, name=None) -> keras.layers.Layer:
-    """How a factor of q sees the image: "mlp" (pixels as a vector) or "conv" (ConvBody)."""
+def x_body(kind: str, batch_norm=False, name=None, filters=None) -> keras.layers.Layer:
+    """How a factor of q sees the image: "mlp" (pixels as a vector) or "conv" (ConvBody with
+    `filters`, None: the paper's 32 -> 64)."""
     if kind == "mlp":
         return FlattenBody(name=name)
     if kind == "conv":
-        return ConvBody(batch_norm=batch_norm, name=name)
+        return ConvBody(filters=tuple(filters or (32, 64)), batch_norm=batch_norm, name=name)
     raise ValueError(f"unknown network {kind!r}; expected 'mlp' or 'conv'")
 
 
@@ -128,7 +129,7 @@ class FlattenBody(keras.layers.Layer):
 class ConvBody(keras.layers.Layer):
     """The paper's convolutional encoder: conv 32 -> conv 64 (stride 2 each), flattened.
 
-    (B, H, W, C) -> (B, ceil(H/4) * ceil(W/4) * 64), for any image size.
+    (B, H, W, C) -> (B, ceil(H/2^L) * ceil(W/2^L) * filters[-1]) for L = len(filters), any image size.
     """
 
     def __init__(self, filters=(32, 64), kernel_size=4, batch_norm=False, **kwargs):

@@ -70,7 +70,7 @@ def with_recipe(cfg: Config, name: str) -> Config:
     preset = get_preset(name)
     return dataclasses.replace(cfg, objective=preset.objective, model=dataclasses.replace(
         cfg.model, classifier_network=preset.model.classifier_network,
-        classifier_units=preset.model.classifier_units))
+        classifier_units=preset.model.classifier_units, classifier_filters=preset.model.classifier_filters))
 
 
 def point_config(cfg: Config, point: dict, explicit: dict | None = None) -> Config:
