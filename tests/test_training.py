@@ -1,5 +1,7 @@
 """A few training steps for every estimator x supervision mode, and the train step's compilation."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -147,6 +149,42 @@ def test_classifier_filters_shape_the_conv_body_of_q_y_alone():
         ModelConfig(classifier_filters=(32, 0)).validate()
     with pytest.raises(Exception, match="set one or the other"):
         ModelConfig(shared_encoder=True, classifier_filters=(32,)).validate()
+
+
+@pytest.mark.parametrize("estimator", ["plugin", "enumerate"])
+def test_mixed_bfloat16_computes_the_networks_in_bfloat16_and_the_objective_in_float32(estimator):
+    import keras
+    import tensorflow as tf
+    from tfstructvae.model import StructuredVAE
+    mixed = Config(model=ModelConfig(style_dim=4, hidden_units=(32,), classifier_network="conv",
+                                     dtype_policy="mixed_bfloat16"),
+                   objective=ObjectiveConfig(estimator=estimator)).validate()
+    again = Config.from_dict(__import__("json").loads(mixed.to_json()))
+    assert again == mixed
+    policy = keras.config.dtype_policy().name
+    model = StructuredVAE((28, 28, 1), model_config=mixed.model, objective_config=mixed.objective)
+    assert keras.config.dtype_policy().name == policy            # the global policy is left as it was
+    layers = [model.p_net.head, model.q_nets[0].head, model.x_bodies[0].convs[0]]
+    assert {layer.compute_dtype for layer in layers} == {"bfloat16"}
+    assert {v.dtype for v in model.trainable_variables} == {"float32"}
+    full = StructuredVAE((28, 28, 1), model_config=dataclasses.replace(mixed.model, dtype_policy="float32"),
+                         objective_config=mixed.objective)
+    full.set_weights(model.get_weights())
+    rng = np.random.default_rng(0)
+    x = tf.constant((rng.uniform(size=(16, 28, 28, 1)) < 0.3).astype("float32"))
+    y = tf.constant(np.where(np.arange(16) < 4, np.arange(16) % 10, -1), tf.int32)
+    with tf.GradientTape() as tape:
+        terms = model.objective_terms(x, y, training=True)
+        loss = tf.reduce_mean(-terms["elbo"])
+    grads = tape.gradient(loss, model.trainable_variables)
+    assert terms["elbo"].dtype == tf.float32 and model.classify(x).dtype == tf.float32
+    assert all(g is None or (g.dtype == tf.float32 and np.all(np.isfinite(g.numpy()))) for g in grads)
+    # bfloat16 keeps 8 bits of mantissa: the bound matches float32's to well under 1%
+    ref = full.objective_terms(x, y, training=True)["elbo"]
+    np.testing.assert_allclose(terms["elbo"].numpy(), ref.numpy(), rtol=1e-2)
+    np.testing.assert_allclose(model.classify(x).numpy(), full.classify(x).numpy(), atol=2e-2)
+    with pytest.raises(Exception, match="unknown dtype_policy 'mixed_float16'"):
+        ModelConfig(dtype_policy="mixed_float16").validate()
 
 
 class StepClock:

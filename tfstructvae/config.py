@@ -18,6 +18,9 @@ ESTIMATORS = ("plugin", "enumerate", "relaxed")
 SUPERVISION_MODES = ("rate", "share")
 LIKELIHOODS = ("bernoulli", "normal")
 ACTIVATIONS = ("relu", "softplus", "tanh", "elu", "gelu")
+# Keras dtype policies the networks accept: float32, or bfloat16 products with float32 weights
+# (mixed_float16 would need loss scaling, which the train step does not do).
+DTYPE_POLICIES = ("float32", "mixed_bfloat16")
 
 
 class ConfigError(ValueError):
@@ -114,6 +117,9 @@ class ModelConfig:
     # Nonlinearity of the MLP layers ("relu"; "softplus" as in Kingma et al. 2014). Conv layers keep relu.
     activation: str = "relu"
     scale_floor: float = 1e-3   # softplus(.) + floor keeps q(z|x,y) scales away from 0
+    # The networks' Keras dtype policy: "mixed_bfloat16" computes their layers in bfloat16 (weights,
+    # distributions and the objective stay float32): for accelerators with bfloat16 matrix units.
+    dtype_policy: str = "float32"
     # The latent graph as node dicts (graph.py, `LatentGraph.to_config()`); None: the paper's
     # q(y|x) q(z|x,y) with `num_classes` and `style_dim`.
     graph: tuple[dict, ...] | None = None
@@ -164,6 +170,8 @@ class ModelConfig:
             raise ConfigError(f"unknown likelihood {self.likelihood!r}; expected one of {LIKELIHOODS}")
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"unknown activation {self.activation!r}; expected one of {ACTIVATIONS}")
+        if self.dtype_policy not in DTYPE_POLICIES:
+            raise ConfigError(f"unknown dtype_policy {self.dtype_policy!r}; expected one of {DTYPE_POLICIES}")
         self.latent_graph()
 
 

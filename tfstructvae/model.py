@@ -35,7 +35,7 @@ from tfstructvae.config import Config, ModelConfig, ObjectiveConfig
 from tfstructvae.estimators import Context, build_estimators, expectation
 from tfstructvae.families import family_of
 from tfstructvae.graph import GraphError, LatentGraph
-from tfstructvae.networks import DeconvDecoder, DenseTrunk, SummedLinear, mlp, x_body
+from tfstructvae.networks import DeconvDecoder, DenseTrunk, SummedLinear, dtype_policy, mlp, x_body
 
 tfd = tfp.distributions
 
@@ -109,11 +109,24 @@ class StructuredVAE(keras.Model):
                              "(a categorical one unless objective.consistency_nodes='labelled'); this "
                              f"graph's labelled nodes are {[(n.name, n.parents) for n in graph.labelled_nodes]}")
 
+        self.node_index = {n.name: i for i, n in enumerate(graph)}
+        with dtype_policy(model_config.dtype_policy):     # the networks' layers; the model's own inputs stay float32
+            self._create_networks(model_config)
+        if model_config.likelihood == "normal":
+            # One learned scale per pixel and channel, shared by all images.
+            self.pixel_scale_raw = self.add_weight(shape=self.image_shape, initializer="zeros",
+                                                   name="pixel_scale_raw")
+        self.seed_generator = keras.random.SeedGenerator(seed, name="sampling_seed")
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in metric_names(graph)}
+        self._build_networks()
+
+    def _create_networks(self, model_config: ModelConfig):
+        """The networks of q's factors, p(x | latents) and the learned conditional priors."""
         hidden, bn = model_config.hidden_units, model_config.batch_norm
+        graph = self.latent_graph
         classifier_names = self.classifier_names
         classifier_body = model_config.classifier_network or model_config.network
         classifier_hidden = model_config.classifier_units or hidden
-        self.node_index = {n.name: i for i, n in enumerate(graph)}
         if model_config.shared_encoder:
             # One trunk h(x); each node's parameters a linear map of [h(x), parents].
             body = x_body(model_config.network, bn, name="q_body")
@@ -139,16 +152,9 @@ class StructuredVAE(keras.Model):
         else:
             self.p_net = mlp(hidden, self.num_pixels, n_inputs=len(graph), batch_norm=bn,
                              activation=model_config.activation, name="p_x")
-        if model_config.likelihood == "normal":
-            # One learned scale per pixel and channel, shared by all images.
-            self.pixel_scale_raw = self.add_weight(shape=self.image_shape, initializer="zeros",
-                                                   name="pixel_scale_raw")
-        self.seed_generator = keras.random.SeedGenerator(seed, name="sampling_seed")
         self.prior_nets = {n.name: SummedLinear(self.families[n.name].param_size(n.size), len(n.prior_parents),
                                                 name=f"p_{n.name}")
                            for n in graph if n.prior_parents}
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in metric_names(graph)}
-        self._build_networks()
 
     # ------------------------------------------------------------ configuration
 
@@ -222,6 +228,7 @@ class StructuredVAE(keras.Model):
         else:
             features = self.x_bodies[i](x, training=training)                 # (B, F)
             out = self.q_nets[i]([features, *parent_values], training=training)
+        out = tf.cast(out, tf.float32)          # the distributions are float32 under any dtype policy
         floor = getattr(self.latent_graph[name], "scale_floor", None)
         return self.families[name].distribution(out, self.model_config.scale_floor if floor is None else floor,
                                                 name=name)
@@ -232,7 +239,7 @@ class StructuredVAE(keras.Model):
         family = self.families[name]
         if not node.prior_parents:
             return family.fixed_prior(node.size)
-        out = self.prior_nets[name]([values[p] for p in node.prior_parents])   # (B, P) | (E, B, P)
+        out = tf.cast(self.prior_nets[name]([values[p] for p in node.prior_parents]), tf.float32)  # (B, P) | (E, B, P)
         return family.distribution(out, self.model_config.scale_floor)
 
     def p_x_given_latents(self, latent_values, training=False) -> tfd.Distribution:
@@ -242,7 +249,7 @@ class StructuredVAE(keras.Model):
         with mean sigmoid(g) and a learned per-pixel scale (softplus + floor), a proper
         density on intensities whose noise level is fitted rather than fixed.
         """
-        out = self.p_net(list(latent_values), training=training)         # (..., B, P) | (..., B, H, W, C)
+        out = tf.cast(self.p_net(list(latent_values), training=training), tf.float32)  # (..., B, P) | (..., B, H, W, C)
         if self.model_config.network != "conv":
             out = tf.reshape(out, tf.concat([tf.shape(out)[:-1], self.image_shape], axis=0))
         if self.model_config.likelihood == "normal":

@@ -18,9 +18,22 @@ only the per-class part of the work (chiefly the decoder).
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import keras
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Layers created inside compute in the Keras dtype policy `name` (e.g. "mixed_bfloat16":
+    bfloat16 products, float32 weights); the global policy is restored on leaving."""
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)
 
 
 class SummedInputMLP(keras.layers.Layer):
