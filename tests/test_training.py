@@ -187,6 +187,35 @@ def test_mixed_bfloat16_computes_the_networks_in_bfloat16_and_the_objective_in_f
         ModelConfig(dtype_policy="mixed_float16").validate()
 
 
+def test_teacher_target_reads_adams_weight_average_not_the_trained_weights(mnist):
+    import tensorflow as tf
+    cfg = Config(data=DataConfig(batch_size=32, supervision_mode="share", labelled_share=0.25, labels_per_class=5),
+                 model=ModelConfig(style_dim=4, hidden_units=(32,), classifier_network="conv",
+                                   classifier_filters=(8, 16)),
+                 objective=ObjectiveConfig(augment_weight=10.0, augment_flip=True, augment_teacher=True),
+                 train=TrainConfig(epochs=1, steps_per_epoch=3, jit_compile=True, ema_momentum=0.9)).validate()
+    model, history = fit_small(cfg, mnist)
+    assert np.all(np.isfinite(history["loss"])) and history["augment"][-1] > 0
+    x = tf.constant(mnist.x_train[:8].astype("float32") / 255.0)
+    optimizer = model.optimizer
+    body, net = model.x_bodies[0], model.q_nets[0]
+    averages = [optimizer._model_variables_moving_average[optimizer._get_variable_index(v)]
+                for v in body.trainable_variables + net.trainable_variables]
+    for v, a in zip(body.trainable_variables + net.trainable_variables, averages):
+        a.assign(v.value)                          # teacher = student: the same q(y|x)
+    np.testing.assert_allclose(model.teacher_q("y", x).probs_parameter().numpy(),
+                               model.q_node("y", x, []).probs_parameter().numpy(), atol=1e-6)
+    net.head.kernel.assign(net.head.kernel.value + 1.0 * np.eye(*net.head.kernel.shape, dtype="float32"))
+    student = model.q_node("y", x, []).probs_parameter().numpy()
+    teacher = model.teacher_q("y", x).probs_parameter().numpy()
+    assert np.abs(student - teacher).max() > 1e-3                 # the trained weights moved, the average did not
+    for a in averages:
+        a.assign(tf.zeros_like(a))                 # an all-zero average: uniform logits
+    np.testing.assert_allclose(model.teacher_q("y", x).probs_parameter().numpy(), 0.1, atol=1e-6)
+    with pytest.raises(Exception, match="set train.ema_momentum > 0"):
+        Config(objective=ObjectiveConfig(augment_weight=1.0, augment_teacher=True)).validate()
+
+
 class StepClock:
     """A clock on which a training step takes `ms[True]` ms with XLA and `ms[False]` without,
     plus `load_ms` from step `load_from` on (another process starting on the machine)."""

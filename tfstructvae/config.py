@@ -203,6 +203,10 @@ class ObjectiveConfig:
     # temperature T = 0.5, after alignment as in ReMixMatch): between the soft KL and the hard
     # pseudo-label. 1 = the target as it is. objectives.sharpened_probabilities.
     augment_temperature: float = 1.0
+    # True: the augmentation term's target q(y|x) comes from Adam's running average of the
+    # weights (train.ema_momentum), not from the weights being trained: Mean Teacher's target
+    # (Tarvainen & Valpola 2017), which moves slower than the student's own mistakes.
+    augment_teacher: bool = False
     # True: the supervised term of every labelled node that reads x alone (a classifier, a
     # measured factor) reads a labelled image shifted (and, with augment_flip, mirrored; never cut
     # out) afresh every step, alpha log q(node | t(x)): a hundred labelled images are otherwise
@@ -310,6 +314,12 @@ class Config:
     def validate(self) -> "Config":
         for part in (self.data, self.model, self.objective, self.train):
             part.validate()
+        if self.objective.augment_teacher and not self.train.ema_momentum:
+            raise ConfigError("objective.augment_teacher reads the target from Adam's weight average: "
+                              "set train.ema_momentum > 0 (e.g. 0.99)")
+        if self.objective.augment_teacher and self.model.shared_encoder:
+            raise ConfigError("objective.augment_teacher needs a classifier network of its own; "
+                              "model.shared_encoder shares it with every node")
         return self
 
     def to_dict(self) -> dict[str, Any]:

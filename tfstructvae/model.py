@@ -228,10 +228,37 @@ class StructuredVAE(keras.Model):
         else:
             features = self.x_bodies[i](x, training=training)                 # (B, F)
             out = self.q_nets[i]([features, *parent_values], training=training)
-        out = tf.cast(out, tf.float32)          # the distributions are float32 under any dtype policy
+        return self._node_distribution(name, out)
+
+    def _node_distribution(self, name, out) -> tfd.Distribution:
+        """The node's family with the parameters `out` of its network, in float32 under any dtype policy."""
         floor = getattr(self.latent_graph[name], "scale_floor", None)
-        return self.families[name].distribution(out, self.model_config.scale_floor if floor is None else floor,
-                                                name=name)
+        return self.families[name].distribution(tf.cast(out, tf.float32),
+                                                self.model_config.scale_floor if floor is None else floor, name=name)
+
+    def teacher_q(self, name, x) -> tfd.Distribution:
+        """q(name | x) under the optimizer's running average of the weights (Adam's `use_ema`,
+        train.ema_momentum): the Mean Teacher of `objective.augment_teacher`. A node that reads
+        x alone; its network runs statelessly on the averaged values, the model's weights untouched."""
+        i = self.node_index[name]
+        optimizer = self.optimizer
+        if optimizer is None or not getattr(optimizer, "use_ema", False):
+            raise ValueError("the teacher is the optimizer's weight average: compile with an optimizer "
+                             "that has use_ema=True (train.ema_momentum > 0)")
+        # Keras keeps the average of each trainable variable at that variable's index (private
+        # API, pinned by tests/test_training.py's teacher test).
+        average = optimizer._model_variables_moving_average
+
+        def averaged(layer):
+            return [average[optimizer._get_variable_index(v)] for v in layer.trainable_variables]
+
+        def frozen(layer):
+            return [v.value for v in layer.non_trainable_variables]
+
+        body, net = self.x_bodies[i], self.q_nets[i]
+        features, _ = body.stateless_call(averaged(body), frozen(body), x, training=False)
+        out, _ = net.stateless_call(averaged(net), frozen(net), [features], training=False)
+        return self._node_distribution(name, out)
 
     def prior(self, name, values) -> tfd.Distribution:
         """p(name | prior_parents(name)): fixed, or a learned linear map of the parents' values."""
@@ -522,7 +549,8 @@ class StructuredVAE(keras.Model):
             terms["augment"] = tf.add_n([
                 _weighted(node, objectives.augmentation_kl(
                     lambda xp, n=node.name: self.q_node(n, xp, [], training),
-                    x, per_node[node.name][0], self._sample_seed(),
+                    x, self.teacher_q(node.name, x) if cfg.augment_teacher else per_node[node.name][0],
+                    self._sample_seed(),
                     cfg.augment_shift, cfg.augment_flip, cfg.augment_cutout, cfg.augment_threshold,
                     cfg.augment_alignment, cfg.augment_temperature))
                 for node in self.held_still])
