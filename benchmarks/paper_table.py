@@ -58,11 +58,15 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs", type=int, help="override the presets' epochs")
     p.add_argument("--steps-per-epoch", type=int, help="override steps per epoch (smoke tests)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override every preset, e.g. objective.augment_teacher=true (a run trained under "
+                        "other settings is trained again, so give the variant a --runs-dir of its own)")
     p.add_argument("--runs-dir", default="runs/paper_table")
     p.add_argument("--quick", action="store_true", help="one l (10), one seed, 2 epochs")
     args = p.parse_args(argv)
 
     from tfstructvae import get_preset
+    from tfstructvae.config import parse_overrides
     from tfstructvae.rundir import write_json_atomic
     from tfstructvae.train import train_or_reuse
 
@@ -74,7 +78,7 @@ def main(argv=None) -> int:
     for l in labels:
         for preset in presets:
             for seed in seeds:
-                cfg = get_preset(preset).override(**{
+                cfg = get_preset(preset).override(**parse_overrides(args.set)).override(**{
                     "data.data_dir": args.data_dir, "data.validation_size": 0,  # the papers train on all of it
                 "data.labels_per_class": l, "data.label_seed": seed,
                     "data.data_seed": seed, "train.init_seed": seed, "train.epochs": args.epochs,

@@ -34,9 +34,10 @@ def test_paper_table_quick(tmp_path, mnist_dir):
     assert "training it again" not in again and json.load(open(out))["runs"][0]["wall_time_s"] == r["wall_time_s"]
     changed = run("paper_table.py", "--data-dir", mnist_dir, "--quick", "--presets", "mnist-paper",
                   "--epochs", "1", "--steps-per-epoch", "20", "--runs-dir", str(tmp_path / "runs"),
-                  "--out", str(out))
+                  "--set", "objective.alpha=40", "--out", str(out))
     assert "finished with another configuration; training it again" in changed
-    assert json.load(open(out))["runs"][0]["config"]["train"]["steps_per_epoch"] == 20
+    config = json.load(open(out))["runs"][0]["config"]
+    assert config["train"]["steps_per_epoch"] == 20 and config["objective"]["alpha"] == 40
 
 
 def test_throughput_writes_roofline_fields(tmp_path):
