@@ -42,6 +42,21 @@ def test_distribution_shapes():
     np.testing.assert_allclose(model.classify(x).numpy().sum(-1), 1.0, rtol=1e-5)
 
 
+def test_pixel_bernoulli_log_density_and_gradient_equal_tfps_for_grey_and_binary_pixels():
+    from tfstructvae.families.bernoulli import LogitBernoulli
+    rng = np.random.default_rng(0)
+    logits = tf.constant(rng.normal(scale=8.0, size=(6, 50)).astype("float32"))
+    for x in (rng.uniform(size=(6, 50)), rng.uniform(size=(6, 50)) < 0.5):
+        x = tf.constant(x, tf.float32)
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(logits)
+            ours = LogitBernoulli(logits=logits, dtype=tf.float32).log_prob(x)
+            tfps = objectives.tfd.Bernoulli(logits=logits, dtype=tf.float32).log_prob(x)
+        np.testing.assert_allclose(ours.numpy(), tfps.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(tape.gradient(ours, logits).numpy(), tape.gradient(tfps, logits).numpy(),
+                                   atol=1e-6)                                        # x - sigmoid(l)
+
+
 def test_normal_kl_matches_closed_form():
     model = tiny_model()
     q = model.q_node("z", images(), [tf.one_hot([0, 3, 5, 9], K)])

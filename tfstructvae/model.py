@@ -34,6 +34,7 @@ from tfstructvae import objectives
 from tfstructvae.config import Config, ModelConfig, ObjectiveConfig
 from tfstructvae.estimators import Context, build_estimators, expectation
 from tfstructvae.families import family_of
+from tfstructvae.families.bernoulli import LogitBernoulli
 from tfstructvae.graph import GraphError, LatentGraph
 from tfstructvae.networks import DeconvDecoder, DenseTrunk, SummedLinear, dtype_policy, mlp, x_body
 
@@ -283,7 +284,7 @@ class StructuredVAE(keras.Model):
             scale = tf.nn.softplus(self.pixel_scale_raw) + self.model_config.scale_floor
             pixels = tfd.Normal(tf.sigmoid(out), scale)
         else:
-            pixels = tfd.Bernoulli(logits=out, dtype=tf.float32)
+            pixels = LogitBernoulli(logits=out, dtype=tf.float32)
         return tfd.Independent(pixels, reinterpreted_batch_ndims=len(self.image_shape))
 
     def _sample_seed(self):
