@@ -335,3 +335,13 @@ def test_the_time_to_error_table_has_a_row_per_run_and_says_what_was_not_reached
     rows = [r for r in tables.time_to_error_table().splitlines() if r.startswith("| `")]
     assert rows == ["| `mnist-best` | enumerate | 40.0 ms | 10 s (step 250) | 20 s (step 500) | not reached |",
                     "| `mnist-best` | relaxed | 40.0 ms | not reached | not reached | not reached |"]
+
+
+def test_pixel_density_times_both_densities(tmp_path):
+    out = tmp_path / "pd.json"
+    run("pixel_density.py", "--out", str(out), "--estimators", "plugin", "--blocks", "1", "--per-block", "2")
+    rows = json.load(open(out))["results"]
+    assert [(r["estimator"], r["xla"]) for r in rows] == [("plugin", True), ("plugin", False)]
+    for r in rows:
+        assert r["step_ms_package"] > 0 and r["step_ms_tfp"] > 0
+        assert abs(r["speedup"] - r["step_ms_tfp"] / r["step_ms_package"]) < 1e-9
