@@ -147,6 +147,8 @@ def test_classifier_filters_shape_the_conv_body_of_q_y_alone():
     assert model.classify(np.zeros((3, 28, 28, 1), "float32")).shape == (3, 10)
     with pytest.raises(Exception, match="classifier_filters must be positive"):
         ModelConfig(classifier_filters=(32, 0)).validate()
+    with pytest.raises(Exception, match="set model.classifier_network=conv"):
+        ModelConfig(classifier_filters=(32, 64)).validate()          # an MLP classifier has no conv body
     with pytest.raises(Exception, match="set one or the other"):
         ModelConfig(shared_encoder=True, classifier_filters=(32,)).validate()
 

@@ -172,7 +172,12 @@ class ModelConfig:
             raise ConfigError(f"unknown activation {self.activation!r}; expected one of {ACTIVATIONS}")
         if self.dtype_policy not in DTYPE_POLICIES:
             raise ConfigError(f"unknown dtype_policy {self.dtype_policy!r}; expected one of {DTYPE_POLICIES}")
-        self.latent_graph()
+        graph = self.latent_graph()
+        body = self.classifier_network or self.network
+        if self.classifier_filters is not None and not any(
+                (n.network or body) == "conv" for n in graph.classifier_nodes):
+            raise ConfigError("classifier_filters shape the conv body of q(y|x), but the classifier reads the "
+                              "image as an MLP: set model.classifier_network=conv")
 
 
 @dataclass(frozen=True)
