@@ -177,6 +177,38 @@ def test_random_shift_and_flip_moves_each_image_by_its_own_offset():
     assert set(where) == {2, 6} and 10 < (where == 6).sum() < 54     # mirrored about half the time
 
 
+def test_rotate_and_scale_moves_a_pixel_where_the_rotation_and_magnification_send_it():
+    x = np.zeros((4, 9, 9, 1), np.float32)
+    x[:3, 4, 7, 0] = 1.0                                            # three pixels right of the centre (4, 4)
+    x[3, 4, 5, 0] = 1.0                                             # one pixel right of it
+    out = objectives.rotate_and_scale(x, tf.constant([0.0, np.pi / 2, np.pi, 0.0]),
+                                      tf.constant([1.0, 1.0, 1.0, 2.0])).numpy()[..., 0]
+    np.testing.assert_allclose(out[0], x[0, ..., 0], atol=1e-6)    # the identity
+    assert out[1, 7, 4] == pytest.approx(1.0, abs=1e-5) and out[1].sum() == pytest.approx(1.0, abs=1e-5)  # below
+    assert out[2, 4, 1] == pytest.approx(1.0, abs=1e-5)                                                   # left
+    # magnified twice: column 6 (2 pixels out) reads the pixel, columns 5 and 7 read half of it
+    np.testing.assert_allclose(out[3, 4, 4:9], [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-5)
+    np.testing.assert_allclose(out[3, 3], out[3, 5], atol=1e-6)                     # and rows alike
+    np.testing.assert_allclose(out[3, 3, 4:9], [0.0, 0.25, 0.5, 0.25, 0.0], atol=1e-5)
+    assert out[3].sum() == pytest.approx(4.0, abs=1e-4)            # a magnified pixel covers four
+
+
+def test_random_rotation_draws_an_angle_per_image_within_its_range():
+    x = np.zeros((64, 21, 21, 1), np.float32)
+    x[:, 10, 20, 0] = 1.0                                           # ten pixels right of the centre
+    out = objectives.random_shift_and_flip(x, tf.constant([3, 4], tf.int32), 0, False, rotation=30.0).numpy()[..., 0]
+    rows, cols = np.indices((21, 21))
+    mass = out.sum(axis=(1, 2))
+    angle = np.degrees(np.arctan2((out * (rows - 10)).sum(axis=(1, 2)) / mass,
+                                  (out * (cols - 10)).sum(axis=(1, 2)) / mass))
+    assert np.abs(angle).max() <= 30.5 and np.abs(angle).max() > 20 and np.ptp(angle) > 30   # spread, bounded
+    assert (angle > 0).any() and (angle < 0).any()
+    np.testing.assert_allclose(mass, 1.0, atol=0.1)                 # bilinear keeps about a pixel's mass
+    scaled = objectives.random_shift_and_flip(x * 0 + 1, tf.constant([3, 4], tf.int32), 0, False,
+                                              scale=0.5).numpy()[..., 0]
+    assert (scaled[:, 10, 10] == pytest.approx(1.0)) and (scaled.sum(axis=(1, 2)) < 21 * 21 - 1).any()   # shrunk: zero fill
+
+
 def test_cutout_zeroes_one_square_per_image_clipped_at_the_border():
     x = np.ones((200, 10, 10, 1), np.float32)
     out = objectives.random_shift_and_flip(x, tf.constant([1, 2], tf.int32), 0, False, cutout=4).numpy()
@@ -299,6 +331,19 @@ def test_consistency_nodes_labelled_holds_a_measured_normal_factor_still():
         assert extra.shape == (6,) and (extra > 0).all(), term
     with pytest.raises(ConfigError, match="consistency_nodes"):
         ObjectiveConfig(consistency_nodes="all").validate()
+
+
+def test_rotated_and_scaled_augmentation_compiles_with_xla_and_is_validated():
+    model = tiny_model(augment_weight=1.0, augment_rotation=20.0, augment_scale=0.1)
+    x = tf.random.uniform([6, 28, 28, 1], seed=1)
+    labels = tf.constant([0, 1, -1, -1, -1, -1])
+    step = tf.function(lambda x: model.objective_terms(x, labels, training=True)["augment"], jit_compile=True)
+    term = step(x).numpy()
+    assert term.shape == (6,) and np.isfinite(term).all() and (term > 0).all()       # t(x) moved q(y|x)
+    for bad in ({"augment_scale": 1.0}, {"augment_scale": -0.1}, {"augment_rotation": -5.0},
+                {"augment_rotation": 190.0}):
+        with pytest.raises(ConfigError, match="augment_"):
+            ObjectiveConfig(**bad).validate()
 
 
 def test_fixmatch_term_trains_through_the_model():

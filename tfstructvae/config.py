@@ -197,6 +197,11 @@ class ObjectiveConfig:
     augment_shift: int = 2
     augment_flip: bool = False
     augment_cutout: int = 0            # side of a square set to 0 at a random place in t(x); 0 = none
+    # t(x) also rotated by up to this many degrees and scaled by up to 1 +- augment_scale about
+    # the centre, each image by its own draw (bilinear): the geometric part of the strong
+    # augmentations of UDA and FixMatch (RandAugment's rotate and zoom). 0 = none.
+    augment_rotation: float = 0.0
+    augment_scale: float = 0.0
     # > 0: the augmentation term is FixMatch's pseudo-label: -log q(argmax q(y|x) | t(x)) where
     # max q(y|x) reaches this confidence (0.95 in Sohn et al. 2020); 0: KL(q(y|x) || q(y|t(x))).
     augment_threshold: float = 0.0
@@ -241,7 +246,8 @@ class ObjectiveConfig:
         if self.estimator not in ESTIMATORS:
             raise ConfigError(f"unknown estimator {self.estimator!r}; expected one of {ESTIMATORS}")
         for name in ("alpha", "entropy_weight", "consistency_weight", "consistency_epsilon",
-                     "consistency_xi", "augment_weight", "augment_shift", "augment_cutout", "classifier_elbo_weight"):
+                     "consistency_xi", "augment_weight", "augment_shift", "augment_cutout", "augment_rotation",
+                     "classifier_elbo_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.consistency_nodes not in ("classifiers", "labelled"):
@@ -250,6 +256,9 @@ class ObjectiveConfig:
         if not 0 <= self.augment_threshold < 1:
             raise ConfigError(f"augment_threshold must lie in [0, 1) (a confidence; 0 = the KL form), "
                               f"got {self.augment_threshold}")
+        if not 0 <= self.augment_scale < 1 or self.augment_rotation > 180:
+            raise ConfigError(f"augment_scale must lie in [0, 1) and augment_rotation in [0, 180] degrees, "
+                              f"got {self.augment_scale} and {self.augment_rotation}")
         if not 0 < self.augment_temperature <= 1:
             raise ConfigError(f"augment_temperature must lie in (0, 1] (1 = the target unsharpened), "
                               f"got {self.augment_temperature}")

@@ -553,7 +553,7 @@ class StructuredVAE(keras.Model):
                     x, self.teacher_q(node.name, x) if cfg.augment_teacher else per_node[node.name][0],
                     self._sample_seed(),
                     cfg.augment_shift, cfg.augment_flip, cfg.augment_cutout, cfg.augment_threshold,
-                    cfg.augment_alignment, cfg.augment_temperature))
+                    cfg.augment_alignment, cfg.augment_temperature, cfg.augment_rotation, cfg.augment_scale))
                 for node in self.held_still])
         return terms
 

@@ -109,13 +109,55 @@ def virtual_adversarial_kl(q_fn, x, q, seed, epsilon, xi=10.0):
     return tfd.kl_divergence(target, q_fn(x + r_adv))
 
 
-def random_shift_and_flip(x, seed, max_shift: int, flip: bool, cutout: int = 0):
+def random_rotation_and_scale(x, seed, degrees: float, scale: float):
+    """Each image rotated about its centre by its own angle in [-degrees, degrees] and scaled by
+    its own factor in [1 - scale, 1 + scale], bilinear, zero fill. (B, H, W, C) -> same
+
+    Written with gathers rather than Keras's `affine_transform`: TensorFlow's projective
+    transform op has no XLA kernel, and the train step must compile."""
+    u = global_batch_noise(lambda shape, alg: tf.random.stateless_uniform(shape, seed, -1.0, 1.0, alg=alg),
+                           tf.stack([tf.shape(x)[0], 2]), static_shape=[None, 2])
+    return rotate_and_scale(x, u[:, 0] * (degrees * np.pi / 180.0), 1.0 + u[:, 1] * scale)
+
+
+def rotate_and_scale(x, angle, factor):
+    """Each image i rotated about its centre by angle[i] (radians, clockwise as displayed, row 0
+    at the top) and magnified by factor[i], bilinear, zero fill. (B, H, W, C), (B,), (B,) -> (B, H, W, C)"""
+    x = tf.convert_to_tensor(x)
+    b, h, w = tf.shape(x)[0], x.shape[1], x.shape[2]
+    angle, factor = tf.reshape(angle, [-1, 1]), tf.reshape(factor, [-1, 1])                  # (B, 1)
+    cos, sin = tf.cos(angle) / factor, tf.sin(angle) / factor
+    dy, dx = np.meshgrid(np.arange(h) - (h - 1) / 2, np.arange(w) - (w - 1) / 2, indexing="ij")
+    dy, dx = tf.constant(dy.reshape(1, -1), tf.float32), tf.constant(dx.reshape(1, -1), tf.float32)   # (1, HW)
+    # each output pixel reads the source point the inverse map sends it to
+    src_y, src_x = (h - 1) / 2 + cos * dy - sin * dx, (w - 1) / 2 + sin * dy + cos * dx              # (B, HW)
+    y0, x0 = tf.floor(src_y), tf.floor(src_x)
+    wy, wx = (src_y - y0)[..., None], (src_x - x0)[..., None]                                         # (B, HW, 1)
+    # one zero pixel around the image: every neighbour outside it reads a zero
+    padded = tf.reshape(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), [b, (h + 2) * (w + 2), x.shape[-1]])
+
+    def at(row, col):
+        row = tf.cast(tf.clip_by_value(row, -1.0, float(h)), tf.int32) + 1
+        col = tf.cast(tf.clip_by_value(col, -1.0, float(w)), tf.int32) + 1
+        return tf.gather(padded, row * (w + 2) + col, axis=1, batch_dims=1)                          # (B, HW, C)
+
+    out = ((1 - wy) * ((1 - wx) * at(y0, x0) + wx * at(y0, x0 + 1))
+           + wy * ((1 - wx) * at(y0 + 1, x0) + wx * at(y0 + 1, x0 + 1)))
+    return tf.reshape(out, [b, h, w, x.shape[-1]])
+
+
+def random_shift_and_flip(x, seed, max_shift: int, flip: bool, cutout: int = 0, rotation: float = 0.0,
+                          scale: float = 0.0):
     """Each image shifted by its own offset in [-max_shift, max_shift]^2 (zero fill), with `flip`
     mirrored left-right with probability 1/2, and with `cutout` a `cutout` x `cutout` square at a
-    random centre set to 0 (DeVries & Taylor 2017; clipped at the border). (B, H, W, C) -> same"""
+    random centre set to 0 (DeVries & Taylor 2017; clipped at the border). With `rotation` (degrees)
+    or `scale` each is first rotated and scaled by its own draw (`random_rotation_and_scale`).
+    (B, H, W, C) -> same"""
     x = tf.convert_to_tensor(x)
     static = x.shape
     b, h, w = tf.shape(x)[0], x.shape[1], x.shape[2]
+    if rotation or scale:
+        x = random_rotation_and_scale(x, tf.random.experimental.stateless_split(seed, 4)[3], rotation, scale)
     seeds = tf.random.experimental.stateless_split(seed, 2)
     if max_shift:
         offsets = global_batch_noise(lambda shape, alg: tf.random.stateless_uniform(
@@ -172,7 +214,8 @@ def _categorical_from_probs(like, probs):
 
 
 def augmentation_kl(q_fn, x, q, seed, max_shift: int = 2, flip: bool = False, cutout: int = 0,
-                    threshold: float = 0.0, align: bool = False, temperature: float = 1.0):
+                    threshold: float = 0.0, align: bool = False, temperature: float = 1.0,
+                    rotation: float = 0.0, scale: float = 0.0):
     """Consistency of a node's posterior under a random transformation t, q(.|x) held fixed. (B,)
 
     threshold = 0 (or a node that is not categorical): KL(q(.|x) || q(.|t(x))). threshold > 0 on
@@ -184,7 +227,7 @@ def augmentation_kl(q_fn, x, q, seed, max_shift: int = 2, flip: bool = False, cu
     target is then `sharpened_probabilities` (the hard label needs no sharpening).
     """
     target = held_fixed(q)
-    transformed = q_fn(random_shift_and_flip(x, seed, max_shift, flip, cutout))
+    transformed = q_fn(random_shift_and_flip(x, seed, max_shift, flip, cutout, rotation, scale))
     # The package's categorical nodes are OneHotCategorical (families/categorical.py); either kind
     # of categorical gets the aligned target and the hard label.
     categorical = isinstance(target, (tfd.Categorical, tfd.OneHotCategorical))
