@@ -317,3 +317,27 @@ def test_weight_decay_shrinks_weights_by_learning_rate_times_decay():
     assert compile_model(build_model(plain, (28, 28, 1)), plain, 4).optimizer.weight_decay is None
     with pytest.raises(ConfigError, match="weight_decay must be >= 0"):
         TrainConfig(weight_decay=-1e-4).validate()
+
+
+def test_weight_average_ramps_its_momentum_with_the_step():
+    import keras
+    import tensorflow as tf
+    from tfstructvae.config import ConfigError
+    from tfstructvae.train import Adam
+    finals = {}
+    for ramp in (True, False):
+        w = keras.Variable(np.zeros(3, np.float32))
+        opt = Adam(0.1, use_ema=True, ema_momentum=0.95, ema_ramp=ramp)
+        opt.build([w])
+        expected = np.zeros(3)
+        for t in range(40):
+            opt.apply_gradients([(tf.constant([1.0, -1.0, 0.5]), w)])
+            # Keras's constant momentum starts the average at the weights (momentum 0 at step 0)
+            m = min(0.95, (1 + t) / (10 + t)) if ramp else (0.95 if t else 0.0)
+            expected = m * expected + (1 - m) * w.numpy()
+        finals[ramp] = opt._model_variables_moving_average[0].numpy()
+        np.testing.assert_allclose(finals[ramp], expected, rtol=1e-5, atol=1e-6)
+    assert np.abs(finals[True] - finals[False]).max() > 0.05        # the ramp is not Keras's constant
+    assert Adam.from_config(Adam(0.1, use_ema=True, ema_ramp=True).get_config()).ema_ramp
+    with pytest.raises(ConfigError, match="ema_ramp"):
+        small_config("plugin", "rate").override(**{"train.ema_ramp": True}).validate()

@@ -289,6 +289,11 @@ class TrainConfig:
     # > 0: Adam keeps an exponential moving average of the weights with this momentum (Polyak
     # averaging; e.g. 0.999); validation reads it during training and the trained model is it.
     ema_momentum: float = 0.0
+    # True: the average's momentum grows with the step t as min(ema_momentum, (1 + t) / (10 + t))
+    # (tf.train.ExponentialMovingAverage's num_updates): 0.99 after about 900 steps, 0.999 after
+    # 9,000, so the average follows early progress closely and lags only later, as Tarvainen &
+    # Valpola's Mean Teacher ramps 0.99 to 0.999. Needs ema_momentum > 0.
+    ema_ramp: bool = False
     # > 0: decoupled weight decay (Loshchilov & Hutter's AdamW, Keras's `weight_decay`): every
     # step each weight also shrinks by learning_rate * weight_decay of itself, following the
     # learning-rate schedule. 0: plain Adam.
@@ -328,6 +333,9 @@ class Config:
     def validate(self) -> "Config":
         for part in (self.data, self.model, self.objective, self.train):
             part.validate()
+        if self.train.ema_ramp and not self.train.ema_momentum:
+            raise ConfigError("train.ema_ramp ramps the weight average's momentum up to train.ema_momentum: "
+                              "set train.ema_momentum > 0 (e.g. 0.999)")
         if self.objective.augment_teacher and not self.train.ema_momentum:
             raise ConfigError("objective.augment_teacher reads the target from Adam's weight average: "
                               "set train.ema_momentum > 0 (e.g. 0.99)")

@@ -48,6 +48,25 @@ class Adam(keras.optimizers.Adam):
     (`average_weights`): Keras does it at the end of every `fit` call, and a run resumed in the
     middle of an epoch calls `fit` twice, so the second call would go on from the average."""
 
+    def __init__(self, *args, ema_ramp: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ema_ramp = ema_ramp
+
+    def get_config(self):
+        return {**super().get_config(), "ema_ramp": self.ema_ramp}
+
+    def _update_model_variables_moving_average(self, trainable_variables):
+        """Keras's update of the weight average, with the momentum ramped up along the steps when
+        `ema_ramp` (train.ema_ramp): min(ema_momentum, (1 + t) / (10 + t)) at step t."""
+        if not (self.use_ema and self.ema_ramp):
+            return super()._update_model_variables_moving_average(trainable_variables)
+        t = keras.ops.cast(self.iterations, "float32")
+        momentum = keras.ops.minimum(self.ema_momentum, (1.0 + t) / (10.0 + t))
+        for var, average in zip(trainable_variables, self._model_variables_moving_average):
+            if average is not None:
+                m = keras.ops.cast(momentum, var.dtype)
+                average.assign(m * average + (1.0 - m) * var)
+
     def finalize_variable_values(self, var_list):
         pass
 
@@ -71,7 +90,8 @@ def compile_model(model: StructuredVAE, cfg: Config, steps_per_epoch: int) -> St
     jit = cfg.train.jit_compile is not False and model.xla_refusal is None
     ema = cfg.train.ema_momentum
     model.compile(optimizer=Adam(lr, weight_decay=cfg.train.weight_decay or None,
-                                 use_ema=ema > 0, ema_momentum=ema or 0.99), jit_compile=jit)
+                                 use_ema=ema > 0, ema_momentum=ema or 0.99, ema_ramp=cfg.train.ema_ramp),
+                  jit_compile=jit)
     # Create the optimizer's slots now: variables created inside the first trace make
     # tf.function trace the step a second time.
     model.optimizer.build(model.trainable_variables)
