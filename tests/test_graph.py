@@ -502,3 +502,14 @@ def test_a_node_chooses_how_its_posterior_reads_the_image():
     with pytest.raises(GraphError, match="unknown network 'cnn'"):
         LatentGraph(Categorical("y", 10, labelled=True), Normal("z", 2, parents=("y",), network="cnn"))
     assert node_from_config({"family": "normal", "name": "s", "size": 1, "network": "conv"}).network == "conv"
+
+
+def test_set_null_clears_a_field_that_a_preset_sets():
+    from tfstructvae.config import get_preset
+    best = get_preset("mnist-best")
+    assert best.model.classifier_units == (1200, 600, 300)
+    changes = parse_overrides(["model.classifier_units=null", "model.shared_encoder=true"])
+    cleared = best.override(**changes).validate()          # shared_encoder refuses classifier_units
+    assert cleared.model.classifier_units is None and cleared.model.shared_encoder
+    assert best.override(**{"model.classifier_units": None}).model.classifier_units == (1200, 600, 300)
+    assert json.loads(cleared.to_json())["model"]["classifier_units"] is None

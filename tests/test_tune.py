@@ -78,6 +78,12 @@ def test_grid_values_parse_as_json_and_keep_lists_whole():
         "model.classifier_units": [(64, 32), (128,)], "objective.augment_flip": [True, False]}
     with pytest.raises(ConfigError, match="cannot vary data.validation_size"):
         parse_grid(["data.validation_size=10,20"])
+    from tfstructvae import get_preset
+    from tfstructvae.tune import point_config
+    grid = parse_grid(["model.classifier_units=null,[256]"])          # null: the field's None
+    units = [point_config(get_preset("mnist-best"), {"model.classifier_units": v}).model.classifier_units
+             for v in grid["model.classifier_units"]]
+    assert units == [None, (256,)]
 
 
 def test_a_recipe_brings_a_presets_objective_and_classifier_and_keeps_the_rest():

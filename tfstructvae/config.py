@@ -366,12 +366,15 @@ class Config:
                    train=TrainConfig(**train))
 
     def override(self, **changes: Any) -> "Config":
-        """Return a copy with `section.field=value` changes, e.g. override(**{"data.batch_size": 50})."""
+        """Return a copy with `section.field=value` changes, e.g. override(**{"data.batch_size": 50}).
+        A value of None leaves the field as it is (an option not given); `NULL` sets it to None."""
         parts = {name: getattr(self, name) for name in ("data", "model", "objective", "train")}
         top = {}
         for key, value in changes.items():
             if value is None:
                 continue
+            if value is NULL:
+                value = None
             section, _, name = key.partition(".")
             if not name:
                 top[section] = value
@@ -382,9 +385,21 @@ class Config:
         return dataclasses.replace(self, **top, **parts)
 
 
+class _Null:
+    """`--set section.field=null`: set the field to None (`Config.override` skips a plain None,
+    which callers pass for an option that was not given)."""
+
+    def __repr__(self):
+        return "null"
+
+
+NULL = _Null()
+
+
 def parse_overrides(items) -> dict[str, Any]:
     """["section.field=value", ...] -> {"section.field": value}; values parse as JSON when they can
-    (numbers, true/false, lists become tuples), else stay strings."""
+    (numbers, true/false, lists become tuples; null becomes `NULL`, the field's None), else stay
+    strings."""
     changes = {}
     for item in items:
         key, sep, text = item.partition("=")
@@ -394,7 +409,7 @@ def parse_overrides(items) -> dict[str, Any]:
             value = json.loads(text)
         except json.JSONDecodeError:
             value = text
-        changes[key] = tuple(value) if isinstance(value, list) else value
+        changes[key] = tuple(value) if isinstance(value, list) else NULL if value is None else value
     return changes
 
 

@@ -27,7 +27,7 @@ import json
 import os
 import time
 
-from tfstructvae.config import Config, ConfigError, parse_overrides
+from tfstructvae.config import NULL, Config, ConfigError, parse_overrides
 
 # The two recipes chosen on validation so far, one per dataset they were chosen on (module doc).
 DEFAULT_GRID = {"recipe": ["mnist-best", "fashion-mnist"]}
@@ -136,7 +136,8 @@ def tune(cfg: Config, grid: dict[str, list], out_dir: str, verbose: int = 1, res
 
         run.model.fit(run.pipeline(), epochs=point_cfg.train.epochs, steps_per_epoch=run.steps,
                       validation_data=run.validation, callbacks=[Record()], verbose=0, shuffle=False)
-        trials.append({"overrides": point, "config": _as_json(point_cfg), "curve": curve,
+        trials.append({"overrides": {k: None if v is NULL else v for k, v in point.items()},
+                       "config": _as_json(point_cfg), "curve": curve,
                        "validation_error": curve[-1]["validation_error"],
                        "best_epoch_validation_error": min(c["validation_error"] for c in curve),
                        "wall_time_s": time.time() - start})
