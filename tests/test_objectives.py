@@ -455,3 +455,46 @@ def test_augment_labelled_reads_a_measured_factor_on_the_transformed_copy_too():
     assert (moved_slant[~observed] == 0).all() and (np.abs(moved_y[:3] - plain_y[:3]) > 1e-6).all()
     same_y, same_slant = log_q(augment_labelled=True, augment_shift=0)
     np.testing.assert_allclose(same_slant, plain_slant, rtol=1e-5)
+
+
+def test_mixup_term_mixes_pairs_of_images_and_their_targets_by_the_same_beta_draw():
+    n = 64
+    x = tf.reshape(tf.eye(n), [n, n, 1, 1])                  # image i lights pixel i alone
+    targets = tf.nn.softmax(tf.random.stateless_normal([n, 3], [3, 4]))
+    weights = tf.random.stateless_normal([n, 3], [5, 6])
+    seen = []
+
+    def q_fn(xp):                                           # a fixed linear classifier; records its input
+        seen.append(xp)
+        return tfd.OneHotCategorical(logits=tf.reshape(xp, [n, n]) @ weights, dtype=tf.float32)
+
+    like = tfd.OneHotCategorical(logits=tf.zeros([n, 3]), dtype=tf.float32)
+    term = objectives.mixup_kl(q_fn, x, like, targets, tf.constant([7, 8]), 0.75).numpy()
+    mixed = tf.reshape(seen[0], [n, n]).numpy()
+    lam = np.diag(mixed)                                   # the weight of the row's own image
+    partner = np.where(np.isclose(lam, 1.0), np.arange(n), (mixed - np.diag(lam)).argmax(-1))
+    assert sorted(partner) == list(range(n))                # a permutation of the minibatch
+    np.testing.assert_allclose(mixed.sum(-1), 1.0, rtol=1e-5)   # a convex mix of two images
+    assert (lam >= 0).all() and (lam <= 1).all() and lam.std() > 0.1   # a draw per row, Beta(0.75, 0.75): spread
+    t = targets.numpy()
+    mix = lam[:, None] * t + (1 - lam[:, None]) * t[partner]
+    log_q = tf.nn.log_softmax(mixed @ weights.numpy()).numpy()
+    np.testing.assert_allclose(term, (mix * (np.log(mix) - log_q)).sum(-1), rtol=1e-4, atol=1e-6)
+
+
+def test_mixup_term_takes_labels_where_known_and_compiles_with_xla():
+    model = tiny_model(mixup_weight=1.0, augment_alignment=True)
+    x = tf.random.uniform([6, 28, 28, 1], seed=1)
+    labels = tf.constant([0, 1, -1, -1, -1, -1])
+    node_terms = (model.encode(x)["y"], None, *model.families["y"].observation(labels, K))
+    targets = model._mixup_targets("y", x, node_terms).numpy()
+    np.testing.assert_allclose(targets[:2], np.eye(K)[[0, 1]])          # the labelled rows: their labels
+    aligned = objectives.aligned_probabilities(model.classify(x)).numpy()
+    np.testing.assert_allclose(targets[2:], aligned[2:], rtol=1e-5)     # the others: aligned q(y|x)
+    step = tf.function(lambda x: model.objective_terms(x, labels, training=True)["mixup"], jit_compile=True)
+    term = step(x).numpy()
+    assert term.shape == (6,) and np.isfinite(term).all() and (term >= 0).all() and term.max() > 0
+    assert "mixup" not in model.objective_terms(x, labels, training=False)   # a training term only
+    for bad, match in (({"mixup_weight": -1.0}, "mixup_weight"), ({"mixup_concentration": 0.0}, "concentration")):
+        with pytest.raises(ConfigError, match=match):
+            ObjectiveConfig(**bad).validate()

@@ -341,3 +341,9 @@ def test_weight_average_ramps_its_momentum_with_the_step():
     assert Adam.from_config(Adam(0.1, use_ema=True, ema_ramp=True).get_config()).ema_ramp
     with pytest.raises(ConfigError, match="ema_ramp"):
         small_config("plugin", "rate").override(**{"train.ema_ramp": True}).validate()
+
+
+def test_mixup_term_trains_in_one_compiled_step(mnist):
+    model, history = fit_small(small_config("plugin", "share", mixup_weight=5.0, augment_labelled=True), mnist)
+    assert history["mixup"][-1] > 0 and np.isfinite(history["loss"]).all()
+    assert model.traces == 1

@@ -23,7 +23,7 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
     # The terms, then what is computed from them: the first bad one in this order is the cause.
     FIRST = ("reconstruction",)
-    LAST = ("entropy", "consistency", "augment", "elbo", "loss")
+    LAST = ("entropy", "consistency", "augment", "mixup", "elbo", "loss")
 
     def _ordered(self, logs):
         middle = sorted(k for k in logs if k.startswith(("kl/", "log_q/")))

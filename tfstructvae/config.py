@@ -223,6 +223,14 @@ class ObjectiveConfig:
     # memorised within two epochs (FixMatch's weak augmentation). The node's value must not change
     # under t: a shift keeps a digit's class, slant and thickness; a mirror reverses a slant.
     augment_labelled: bool = False
+    # > 0: the MixUp term's weight (objectives.mixup_kl): q(y|x) at lam x_i + (1 - lam) x_j, two
+    # images of the minibatch (shifted and mirrored as the labelled term reads them when
+    # augment_labelled), must give lam t_i + (1 - lam) t_j, t a label's one-hot where known, else
+    # q(y|x) held fixed (aligned with augment_alignment, the teacher's with augment_teacher).
+    # lam ~ Beta(mixup_concentration, mixup_concentration): MixMatch's 0.75 puts most mixes near
+    # one of the two images, 1 draws lam uniformly.
+    mixup_weight: float = 0.0
+    mixup_concentration: float = 0.75
     # Which nodes the consistency and augmentation terms hold still: "classifiers" (the labelled
     # categorical nodes q(y|x)) or "labelled" (every labelled node that depends on x alone, any
     # family: a Normal factor's posterior is asked not to move either; its KL is TFP's closed form).
@@ -247,7 +255,7 @@ class ObjectiveConfig:
             raise ConfigError(f"unknown estimator {self.estimator!r}; expected one of {ESTIMATORS}")
         for name in ("alpha", "entropy_weight", "consistency_weight", "consistency_epsilon",
                      "consistency_xi", "augment_weight", "augment_shift", "augment_cutout", "augment_rotation",
-                     "classifier_elbo_weight"):
+                     "mixup_weight", "classifier_elbo_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.consistency_nodes not in ("classifiers", "labelled"):
@@ -262,6 +270,9 @@ class ObjectiveConfig:
         if not 0 < self.augment_temperature <= 1:
             raise ConfigError(f"augment_temperature must lie in (0, 1] (1 = the target unsharpened), "
                               f"got {self.augment_temperature}")
+        if self.mixup_concentration <= 0:
+            raise ConfigError(f"mixup_concentration is a Beta distribution's concentration and must be > 0, "
+                              f"got {self.mixup_concentration}")
         if self.kl_warmup_steps < 0:
             raise ConfigError(f"kl_warmup_steps must be >= 0, got {self.kl_warmup_steps}")
         if self.temperature <= 0 or (self.temperature_start is not None and self.temperature_start <= 0):

@@ -55,7 +55,7 @@ def metric_names(graph: LatentGraph, training: bool = False) -> tuple[str, ...]:
             *(f"log_q/{n.name}" for n in graph.labelled_nodes),
             *([accuracy] if classifiers else []),
             *(f"{accuracy}/{n.name}" for n in classifiers[1:]),
-            "labelled_fraction", "entropy", "consistency", "augment")
+            "labelled_fraction", "entropy", "consistency", "augment", "mixup")
 
 
 def _training_name(name: str) -> str:
@@ -110,6 +110,10 @@ class StructuredVAE(keras.Model):
                              "(a categorical one unless objective.consistency_nodes='labelled'); this "
                              f"graph's labelled nodes are {[(n.name, n.parents) for n in graph.labelled_nodes]}")
 
+        if objective_config.mixup_weight and not any(n in graph.classifier_nodes for n in self.held_still):
+            raise GraphError("objective.mixup_weight mixes the targets of a labelled categorical node that "
+                             f"depends on x alone; this graph's labelled nodes are "
+                             f"{[(n.name, n.parents) for n in graph.labelled_nodes]}")
         self.node_index = {n.name: i for i, n in enumerate(graph)}
         with dtype_policy(model_config.dtype_policy):     # the networks' layers; the model's own inputs stay float32
             self._create_networks(model_config)
@@ -555,7 +559,28 @@ class StructuredVAE(keras.Model):
                     cfg.augment_shift, cfg.augment_flip, cfg.augment_cutout, cfg.augment_threshold,
                     cfg.augment_alignment, cfg.augment_temperature, cfg.augment_rotation, cfg.augment_scale))
                 for node in self.held_still])
+        if cfg.mixup_weight and training:
+            terms["mixup"] = tf.add_n([
+                _weighted(node, objectives.mixup_kl(
+                    lambda xp, n=node.name: self.q_node(n, xp, [], training),
+                    x if shifted is None else shifted, per_node[node.name][0],
+                    self._mixup_targets(node.name, x, per_node[node.name]),
+                    self._sample_seed(), cfg.mixup_concentration))
+                for node in self.held_still if node in self.latent_graph.classifier_nodes])
         return terms
+
+    def _mixup_targets(self, name, x, node_terms):
+        """The MixUp term's targets for a classifier node: the label's one-hot where observed,
+        else q(name | x) held fixed, as the augmentation term takes it (the teacher's with
+        objective.augment_teacher, aligned with objective.augment_alignment). (B, K)"""
+        cfg = self.objective_config
+        q, _, observed, mask = node_terms
+        probs = (self.teacher_q(name, x) if cfg.augment_teacher else q).probs_parameter()
+        if cfg.augment_alignment:
+            probs = objectives.aligned_probabilities(probs)
+        if observed is not None:
+            probs = tf.where(mask[:, None], observed, probs)
+        return tf.stop_gradient(probs)
 
     def _unlabelled_entropy(self, per_node, weights):
         """sum over labelled categorical nodes of H(q(node | x, ...)) where the node is unobserved. (B,)"""
@@ -598,7 +623,7 @@ class StructuredVAE(keras.Model):
                 correct, sample_weight=tf.cast(y >= 0, tf.float32))
         t["labelled_fraction"].update_state(terms["labelled"])
         t["entropy"].update_state(terms["entropy"], sample_weight=1.0 - terms["labelled"])
-        for name in ("consistency", "augment"):
+        for name in ("consistency", "augment", "mixup"):
             if name in terms:
                 t[name].update_state(terms[name])
         return {name: m.result() for name, m in t.items()}
@@ -619,7 +644,8 @@ class StructuredVAE(keras.Model):
             terms = self.training_terms(x, labels)
             beta = objectives.kl_warmup(self.optimizer.iterations, cfg.kl_warmup_steps)
             loss_per_example = objectives.per_example_loss(
-                terms, self.alphas(), beta, cfg.entropy_weight, cfg.consistency_weight, cfg.augment_weight)   # (B,)
+                terms, self.alphas(), beta, cfg.entropy_weight, cfg.consistency_weight, cfg.augment_weight,
+                cfg.mixup_weight)   # (B,)
             # Sum over the global batch so gradients do not depend on the replica count.
             global_batch = tf.cast(tf.shape(x)[0], tf.float32) * \
                 tf.distribute.get_strategy().num_replicas_in_sync

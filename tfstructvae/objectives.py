@@ -25,7 +25,8 @@ and for an unlabelled x, with the class marginalised under q(y|x),
     relaxed:    ybar a Concrete sample at temperature T; its KL estimated at the sample
 
 Every term is per example, shape (B,), named `reconstruction`, `kl/<node>`,
-`log_q/<node>` (the supervised term of a labelled node), `entropy`, `consistency`.
+`log_q/<node>` (the supervised term of a labelled node), `entropy`, `consistency`,
+`augment`, `mixup`.
 
 The training loss per example (minimised) is
 
@@ -34,6 +35,7 @@ The training loss per example (minimised) is
              + entropy_weight * sum_c [c unobserved on i] * H(q(c | x_i))             optional
              + consistency_weight * sum_c KL(q(c|x_i) || q(c|x_i + r_adv))            optional
              + augment_weight * sum_c KL(q(c|x_i) || q(c|t(x_i)))                     optional
+             + mixup_weight * sum_c KL(mix of targets || q(c | mix of images))          optional
 
 (c: the labelled categorical nodes that depend on x alone; with `consistency_nodes = "labelled"`
 every labelled node that depends on x alone, e.g. a measured Normal factor whose value a shift
@@ -58,7 +60,8 @@ Xie et al. 2020). With `augment_threshold` > 0 it becomes FixMatch's confident
 pseudo-label instead of the KL (Sohn et al. 2020; `augmentation_kl`); with
 `augment_alignment` its target is first aligned to the uniform class prior
 (`aligned_probabilities`), with `augment_temperature` < 1 sharpened
-(`sharpened_probabilities`).
+(`sharpened_probabilities`). The MixUp term (`mixup_kl`) asks q(y|x) at a convex mix of two images
+for the same mix of their targets (labels where known).
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfstructvae.distribution import global_batch_noise
+from tfstructvae.distribution import global_batch_noise, noise_algorithm
 
 tfd = tfp.distributions
 # The floor under probabilities about to be logged or divided by.
@@ -244,8 +247,35 @@ def augmentation_kl(q_fn, x, q, seed, max_shift: int = 2, flip: bool = False, cu
     return -confident * log_q
 
 
+def mixup_kl(q_fn, x, like, target_probs, seed, concentration: float):
+    """Interpolation consistency (MixUp, Zhang et al. 2018; ICT, Verma et al. 2019; MixMatch,
+    Berthelot et al. 2019): each image mixed with another of the minibatch,
+    x~_i = lam_i x_i + (1 - lam_i) x_pi(i), lam_i ~ Beta(concentration, concentration), asks
+    q(y | x~_i) for the same mix of the two targets. (B,)
+
+        KL(lam_i t_i + (1 - lam_i) t_pi(i) || q(y | x~_i))
+
+    `target_probs` (B, K): the targets t, held fixed (the caller's: a label's one-hot where the
+    node is observed, so labelled and unlabelled images mix as in MixMatch, else q(y|x)); `like`:
+    a categorical of the node's kind; pi a random permutation of the minibatch's rows (under
+    tf.distribute, of the replica's own rows). Between two images the classifier is asked to
+    change its mind linearly, a smoothness the shift and cutout of `augmentation_kl` cannot ask
+    for: on few labels, where a classifier is otherwise overconfident between classes, this is
+    the part of MixMatch whose removal cost
+    most in its ablation (Berthelot et al. 2019, Table 4)."""
+    x = tf.convert_to_tensor(x)
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    rows = tf.shape(x)[0]
+    partner = tf.argsort(tf.random.stateless_uniform([rows], seeds[0], alg=noise_algorithm()))   # pi
+    lam = tfd.Beta(concentration, concentration).sample(rows, seed=seeds[1])                 # (B,)
+    mixed = lam[:, None, None, None] * x + (1.0 - lam[:, None, None, None]) * tf.gather(x, partner)
+    target_probs = tf.stop_gradient(target_probs)
+    target = lam[:, None] * target_probs + (1.0 - lam[:, None]) * tf.gather(target_probs, partner)
+    return tfd.kl_divergence(_categorical_from_probs(like, target), q_fn(mixed))
+
+
 def per_example_loss(terms: dict, alphas: dict, beta=1.0, entropy_weight=0.0, consistency_weight=0.0,
-                     augment_weight=0.0):
+                     augment_weight=0.0, mixup_weight=0.0):
     """The minimised loss per example from the terms above (see module docstring). (B,)
 
     `alphas`: {labelled node: weight of its log q term}.
@@ -260,6 +290,8 @@ def per_example_loss(terms: dict, alphas: dict, beta=1.0, entropy_weight=0.0, co
         loss += consistency_weight * terms["consistency"]
     if augment_weight:
         loss += augment_weight * terms["augment"]
+    if mixup_weight:
+        loss += mixup_weight * terms["mixup"]
     return loss
 
 
