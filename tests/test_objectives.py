@@ -498,3 +498,9 @@ def test_mixup_term_takes_labels_where_known_and_compiles_with_xla():
     for bad, match in (({"mixup_weight": -1.0}, "mixup_weight"), ({"mixup_concentration": 0.0}, "concentration")):
         with pytest.raises(ConfigError, match=match):
             ObjectiveConfig(**bad).validate()
+    from tfstructvae.graph import GraphError
+    measured_only = ({"family": "normal", "name": "slant", "size": 1, "labelled": True},
+                     {"family": "normal", "name": "z", "size": 2, "parents": ["slant"]})
+    with pytest.raises(GraphError, match="mixup_weight mixes the targets of a labelled categorical"):
+        StructuredVAE((28, 28, 1), model_config=ModelConfig(hidden_units=(16,), graph=measured_only),
+                      objective_config=ObjectiveConfig(mixup_weight=1.0, consistency_nodes="labelled"))
