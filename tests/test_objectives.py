@@ -486,8 +486,8 @@ def test_mixup_term_takes_labels_where_known_and_compiles_with_xla():
     model = tiny_model(mixup_weight=1.0, augment_alignment=True)
     x = tf.random.uniform([6, 28, 28, 1], seed=1)
     labels = tf.constant([0, 1, -1, -1, -1, -1])
-    node_terms = (model.encode(x)["y"], None, *model.families["y"].observation(labels, K))
-    targets = model._mixup_targets("y", x, node_terms).numpy()
+    q = model.encode(x)["y"]
+    targets = model._mixup_targets(q, (q, None, *model.families["y"].observation(labels, K))).numpy()
     np.testing.assert_allclose(targets[:2], np.eye(K)[[0, 1]])          # the labelled rows: their labels
     aligned = objectives.aligned_probabilities(model.classify(x)).numpy()
     np.testing.assert_allclose(targets[2:], aligned[2:], rtol=1e-5)     # the others: aligned q(y|x)

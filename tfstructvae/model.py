@@ -550,11 +550,14 @@ class StructuredVAE(keras.Model):
                     lambda xp, n=node.name: self.q_node(n, xp, [], training),
                     x, per_node[node.name][0], self._sample_seed(), cfg.consistency_epsilon, cfg.consistency_xi))
                 for node in self.held_still])
+        # the target q(node | x) of the augmentation and MixUp terms, the teacher's computed once for both
+        targets = ({node.name: self.teacher_q(node.name, x) if cfg.augment_teacher else per_node[node.name][0]
+                    for node in self.held_still} if (cfg.augment_weight or cfg.mixup_weight) and training else {})
         if cfg.augment_weight and training:
             terms["augment"] = tf.add_n([
                 _weighted(node, objectives.augmentation_kl(
                     lambda xp, n=node.name: self.q_node(n, xp, [], training),
-                    x, self.teacher_q(node.name, x) if cfg.augment_teacher else per_node[node.name][0],
+                    x, targets[node.name],
                     self._sample_seed(),
                     cfg.augment_shift, cfg.augment_flip, cfg.augment_cutout, cfg.augment_threshold,
                     cfg.augment_alignment, cfg.augment_temperature, cfg.augment_rotation, cfg.augment_scale))
@@ -564,23 +567,20 @@ class StructuredVAE(keras.Model):
                 _weighted(node, objectives.mixup_kl(
                     lambda xp, n=node.name: self.q_node(n, xp, [], training),
                     x if shifted is None else shifted, per_node[node.name][0],
-                    self._mixup_targets(node.name, x, per_node[node.name]),
+                    self._mixup_targets(targets[node.name], per_node[node.name]),
                     self._sample_seed(), cfg.mixup_concentration))
                 for node in self.held_still if node in self.latent_graph.classifier_nodes])
         return terms
 
-    def _mixup_targets(self, name, x, node_terms):
+    def _mixup_targets(self, target, node_terms):
         """The MixUp term's targets for a classifier node: the label's one-hot where observed,
-        else q(name | x) held fixed, as the augmentation term takes it (the teacher's with
-        objective.augment_teacher, aligned with objective.augment_alignment). (B, K)"""
-        cfg = self.objective_config
-        q, _, observed, mask = node_terms
-        probs = (self.teacher_q(name, x) if cfg.augment_teacher else q).probs_parameter()
-        if cfg.augment_alignment:
+        else `target` (q(node | x), or the teacher's with objective.augment_teacher), aligned with
+        objective.augment_alignment as the augmentation term aligns it. (B, K)"""
+        _, _, observed, mask = node_terms
+        probs = target.probs_parameter()
+        if self.objective_config.augment_alignment:
             probs = objectives.aligned_probabilities(probs)
-        if observed is not None:
-            probs = tf.where(mask[:, None], observed, probs)
-        return tf.stop_gradient(probs)
+        return probs if observed is None else tf.where(mask[:, None], observed, probs)
 
     def _unlabelled_entropy(self, per_node, weights):
         """sum over labelled categorical nodes of H(q(node | x, ...)) where the node is unobserved. (B,)"""

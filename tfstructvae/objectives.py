@@ -261,8 +261,7 @@ def mixup_kl(q_fn, x, like, target_probs, seed, concentration: float):
     tf.distribute, of the replica's own rows). Between two images the classifier is asked to
     change its mind linearly, a smoothness the shift and cutout of `augmentation_kl` cannot ask
     for: on few labels, where a classifier is otherwise overconfident between classes, this is
-    the part of MixMatch whose removal cost
-    most in its ablation (Berthelot et al. 2019, Table 4)."""
+    the part of MixMatch whose removal cost most in its ablation (Berthelot et al. 2019, Table 4)."""
     x = tf.convert_to_tensor(x)
     seeds = tf.random.experimental.stateless_split(seed, 2)
     rows = tf.shape(x)[0]
