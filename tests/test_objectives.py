@@ -143,6 +143,20 @@ def test_loss_weights_and_warmup():
     assert float(objectives.kl_warmup(0, 0)) == 1.0
 
 
+def test_augment_ramp_scales_the_augmentation_and_mixup_terms_only():
+    terms = {k: tf.constant(v, tf.float32) for k, v in {
+        "reconstruction": [-100.0, -90.0], "kl/z": [5.0, 4.0], "log_q/y": [-0.5, 0.0], "entropy": [0.0, 1.5],
+        "consistency": [0.1, 0.2], "augment": [0.4, 0.8], "mixup": [1.0, 3.0]}.items()}
+    weights = dict(entropy_weight=2.0, consistency_weight=3.0, augment_weight=5.0, mixup_weight=7.0)
+    base = objectives.per_example_loss(terms, {"y": 10.0}, **dict(weights, augment_weight=0.0, mixup_weight=0.0))
+    for ramp in (0.0, 0.25, 1.0):
+        loss = objectives.per_example_loss(terms, {"y": 10.0}, **weights, augment_ramp=tf.constant(ramp))
+        np.testing.assert_allclose(loss, base + ramp * (5.0 * np.array([0.4, 0.8]) + 7.0 * np.array([1.0, 3.0])),
+                                   rtol=1e-6)
+    with pytest.raises(ConfigError, match="augment_warmup_steps"):
+        ObjectiveConfig(augment_warmup_steps=-1).validate()
+
+
 def test_virtual_adversarial_kl_is_nonnegative_and_grows_with_epsilon():
     model = tiny_model(consistency_weight=1.0)
     x = images(5, 8)

@@ -347,3 +347,19 @@ def test_mixup_term_trains_in_one_compiled_step(mnist):
     model, history = fit_small(small_config("plugin", "share", mixup_weight=5.0, augment_labelled=True), mnist)
     assert history["mixup"][-1] > 0 and np.isfinite(history["loss"]).all()
     assert model.traces == 1
+
+
+def test_augment_warmup_ramps_inside_the_compiled_step(mnist):
+    # The ramp reads the optimizer's step counter inside the step: no retrace as it grows.
+    cfg = small_config("plugin", "share", augment_weight=5.0, mixup_weight=5.0, augment_labelled=True,
+                       augment_warmup_steps=6)
+    model, history = fit_small(cfg, mnist)
+    assert model.traces == 1 and np.isfinite(history["loss"]).all() and history["mixup"][-1] > 0
+    # A MixUp weight of 1e4 dominates the loss (its KL is of order 0.1 to 1 nats, the ELBO a few
+    # hundred) unless the ramp holds it at 0: then the loss is the loss without the term.
+    heavy = dict(mixup_weight=1e4, augment_labelled=True)
+    loss = {warmup: fit_small(small_config("plugin", "share", augment_warmup_steps=warmup, **heavy), mnist)[1]["loss"][-1]
+            for warmup in (0, 10**9)}
+    without = fit_small(small_config("plugin", "share", augment_labelled=True), mnist)[1]["loss"][-1]
+    assert loss[10**9] == pytest.approx(without, rel=0.1)
+    assert loss[0] > without + 500

@@ -231,6 +231,11 @@ class ObjectiveConfig:
     # one of the two images, 1 draws lam uniformly.
     mixup_weight: float = 0.0
     mixup_concentration: float = 0.75
+    # > 0: the augmentation and MixUp weights ramp linearly from 0 to their values over this many
+    # steps. Both terms' targets are q(y|x)'s own where no label is known, and those are least
+    # reliable early on: a part of one class read as another in the first steps can be held
+    # there (docs/results.md, `mnist-mix`'s draw 2). Ramps as in MixMatch's unlabelled weight.
+    augment_warmup_steps: int = 0
     # Which nodes the consistency and augmentation terms hold still: "classifiers" (the labelled
     # categorical nodes q(y|x)) or "labelled" (every labelled node that depends on x alone, any
     # family: a Normal factor's posterior is asked not to move either; its KL is TFP's closed form).
@@ -273,8 +278,9 @@ class ObjectiveConfig:
         if self.mixup_concentration <= 0:
             raise ConfigError(f"mixup_concentration is a Beta distribution's concentration and must be > 0, "
                               f"got {self.mixup_concentration}")
-        if self.kl_warmup_steps < 0:
-            raise ConfigError(f"kl_warmup_steps must be >= 0, got {self.kl_warmup_steps}")
+        for name in ("kl_warmup_steps", "augment_warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.temperature <= 0 or (self.temperature_start is not None and self.temperature_start <= 0):
             raise ConfigError(f"relaxed temperatures must be > 0, got temperature={self.temperature}, "
                               f"temperature_start={self.temperature_start}")

@@ -643,9 +643,10 @@ class StructuredVAE(keras.Model):
         with tf.GradientTape() as tape:
             terms = self.training_terms(x, labels)
             beta = objectives.kl_warmup(self.optimizer.iterations, cfg.kl_warmup_steps)
+            augment_ramp = objectives.kl_warmup(self.optimizer.iterations, cfg.augment_warmup_steps)
             loss_per_example = objectives.per_example_loss(
                 terms, self.alphas(), beta, cfg.entropy_weight, cfg.consistency_weight, cfg.augment_weight,
-                cfg.mixup_weight)   # (B,)
+                cfg.mixup_weight, augment_ramp)   # (B,)
             # Sum over the global batch so gradients do not depend on the replica count.
             global_batch = tf.cast(tf.shape(x)[0], tf.float32) * \
                 tf.distribute.get_strategy().num_replicas_in_sync

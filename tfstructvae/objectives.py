@@ -274,10 +274,11 @@ def mixup_kl(q_fn, x, like, target_probs, seed, concentration: float):
 
 
 def per_example_loss(terms: dict, alphas: dict, beta=1.0, entropy_weight=0.0, consistency_weight=0.0,
-                     augment_weight=0.0, mixup_weight=0.0):
+                     augment_weight=0.0, mixup_weight=0.0, augment_ramp=1.0):
     """The minimised loss per example from the terms above (see module docstring). (B,)
 
-    `alphas`: {labelled node: weight of its log q term}.
+    `alphas`: {labelled node: weight of its log q term}. `augment_ramp` (a scalar, may be a
+    tensor) scales the augmentation and MixUp weights: their warm-up.
     """
     kls = [v for k, v in terms.items() if k.startswith("kl/")]
     loss = -elbo(terms["reconstruction"], kls, beta)
@@ -288,9 +289,9 @@ def per_example_loss(terms: dict, alphas: dict, beta=1.0, entropy_weight=0.0, co
     if consistency_weight:
         loss += consistency_weight * terms["consistency"]
     if augment_weight:
-        loss += augment_weight * terms["augment"]
+        loss += augment_ramp * augment_weight * terms["augment"]
     if mixup_weight:
-        loss += mixup_weight * terms["mixup"]
+        loss += augment_ramp * mixup_weight * terms["mixup"]
     return loss
 
 
@@ -302,7 +303,8 @@ def scale_gradient(t, weight: float):
 
 
 def kl_warmup(step, warmup_steps: int):
-    """beta = min(1, step / warmup_steps); 1 when warm-up is off."""
+    """min(1, step / warmup_steps), a weight ramped from 0 to 1 (the KL's beta, the augmentation
+    terms' ramp); 1 when warm-up is off."""
     if warmup_steps <= 0:
         return tf.constant(1.0)
     return tf.minimum(1.0, tf.cast(step, tf.float32) / float(warmup_steps))
