@@ -358,7 +358,8 @@ def test_augment_warmup_ramps_inside_the_compiled_step(mnist):
     # A MixUp weight of 1e4 dominates the loss (its KL is of order 0.1 to 1 nats, the ELBO a few
     # hundred) unless the ramp holds it at 0: then the loss is the loss without the term.
     heavy = dict(mixup_weight=1e4, augment_labelled=True)
-    loss = {warmup: fit_small(small_config("plugin", "share", augment_warmup_steps=warmup, **heavy), mnist)[1]["loss"][-1]
+    loss = {warmup: fit_small(small_config("plugin", "share", augment_warmup_steps=warmup, **heavy),
+                              mnist)[1]["loss"][-1]
             for warmup in (0, 10**9)}
     without = fit_small(small_config("plugin", "share", augment_labelled=True), mnist)[1]["loss"][-1]
     assert loss[10**9] == pytest.approx(without, rel=0.1)
