@@ -138,9 +138,9 @@ def test_loss_weights_and_warmup():
     loss = objectives.per_example_loss(terms, {"y": 10.0, "c": 1.0}, beta=0.5, entropy_weight=2.0,
                                        consistency_weight=3.0).numpy()
     np.testing.assert_allclose(loss, [100 + 0.5 * 8 + 5.0 + 2.0 + 0.3, 90 + 0.5 * 5 + 1.0 + 3.0 + 0.6], rtol=1e-6)
-    assert float(objectives.kl_warmup(50, 100)) == pytest.approx(0.5)
-    assert float(objectives.kl_warmup(500, 100)) == 1.0
-    assert float(objectives.kl_warmup(0, 0)) == 1.0
+    assert float(objectives.linear_ramp(50, 100)) == pytest.approx(0.5)
+    assert float(objectives.linear_ramp(500, 100)) == 1.0
+    assert float(objectives.linear_ramp(0, 0)) == 1.0
 
 
 def test_augment_ramp_scales_the_augmentation_and_mixup_terms_only():

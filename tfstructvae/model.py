@@ -642,8 +642,8 @@ class StructuredVAE(keras.Model):
         cfg = self.objective_config
         with tf.GradientTape() as tape:
             terms = self.training_terms(x, labels)
-            beta = objectives.kl_warmup(self.optimizer.iterations, cfg.kl_warmup_steps)
-            augment_ramp = objectives.kl_warmup(self.optimizer.iterations, cfg.augment_warmup_steps)
+            beta = objectives.linear_ramp(self.optimizer.iterations, cfg.kl_warmup_steps)
+            augment_ramp = objectives.linear_ramp(self.optimizer.iterations, cfg.augment_warmup_steps)
             loss_per_example = objectives.per_example_loss(
                 terms, self.alphas(), beta, cfg.entropy_weight, cfg.consistency_weight, cfg.augment_weight,
                 cfg.mixup_weight, augment_ramp)   # (B,)

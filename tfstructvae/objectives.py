@@ -45,7 +45,8 @@ the minibatch (sum / global batch under tf.distribute). So `alpha_n` (a node's
 the same scale as one example's ELBO: a minibatch of B examples in which node n
 is observed on all adds alpha_n * mean log q(n | x); in `share` mode with n_l
 labelled of B it adds alpha_n * (n_l / B) * mean_labelled log q(n | x). beta ramps
-0 -> 1 over `kl_warmup_steps` (1 throughout when 0).
+0 -> 1 over `kl_warmup_steps` (1 throughout when 0), and the augmentation and MixUp weights
+likewise over `augment_warmup_steps`.
 
 The two optional terms are not in the paper (the `mnist-paper` preset leaves
 them off). Entropy minimisation (Grandvalet & Bengio 2005) counters the
@@ -302,9 +303,10 @@ def scale_gradient(t, weight: float):
     return weight * t + (1.0 - weight) * tf.stop_gradient(t)
 
 
-def kl_warmup(step, warmup_steps: int):
-    """min(1, step / warmup_steps), a weight ramped from 0 to 1 (the KL's beta, the augmentation
-    terms' ramp); 1 when warm-up is off."""
+def linear_ramp(step, warmup_steps: int):
+    """min(1, step / warmup_steps), a weight ramped from 0 to 1 (the KL's beta over
+    `kl_warmup_steps`, the augmentation and MixUp weights' over `augment_warmup_steps`); 1 when
+    warm-up is off."""
     if warmup_steps <= 0:
         return tf.constant(1.0)
     return tf.minimum(1.0, tf.cast(step, tf.float32) / float(warmup_steps))
