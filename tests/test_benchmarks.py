@@ -126,6 +126,33 @@ def test_validation_curve_records_every_epoch_without_the_test_set(tmp_path, mni
     assert "validation error" in stdout and "test" not in stdout.lower()
 
 
+def test_validation_curve_scores_the_unlabelled_pool_on_the_test_tables_split(tmp_path, mnist_dir):
+    out = tmp_path / "pool.json"
+    stdout = run("validation_curve.py", "--data-dir", mnist_dir, "--preset", "mnist-paper",
+                 "--set", "train.epochs=1", "--steps-per-epoch", "20", "--validation-size", "0",
+                 "--pool-error", "--out", str(out))
+    (point,) = json.load(open(out))["curve"]
+    assert 0 <= point["pool_error"] <= 1 and "validation_error" not in point
+    true, rest = point["worst_confusion"].split(" -> ")
+    assert 0 <= int(true) < 10 and int(rest.split(":")[0]) != int(true)
+    assert "unlabelled-pool error" in stdout and "test" not in stdout.lower()
+    # without a hold-out and without the pool there is nothing to report: refused, not run
+    refused = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "validation_curve.py"),
+                              "--data-dir", mnist_dir, "--validation-size", "0", "--out", str(tmp_path / "x.json")],
+                             capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert refused.returncode == 2 and "--pool-error" in refused.stderr
+
+
+def test_pool_error_counts_the_worst_confusion():
+    import numpy as np
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from validation_curve import pool_error
+    labels = np.array([0, 0, 1, 1, 1, 2, 2, 2, 2])
+    read = np.array([0, 1, 1, 1, 1, 1, 1, 1, 2])       # three of the four twos read as ones
+    result = pool_error(read, labels, 3)
+    assert result == {"pool_error": 4 / 9, "worst_confusion": "2 -> 1: 3 of 4"}
+
+
 def test_morpho_benchmark_reports_r2_and_controllability(tmp_path, mnist):
     import numpy as np
     data = tmp_path / "small.npz"
