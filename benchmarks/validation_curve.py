@@ -88,7 +88,7 @@ def main(argv=None) -> int:
 
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     model.fit(train, epochs=cfg.train.epochs, steps_per_epoch=steps, validation_data=validation,
-              callbacks=[*weight_average_callbacks(cfg), Record()], verbose=0, shuffle=False)
+              callbacks=[*weight_average_callbacks(cfg, at_epoch_end=True), Record()], verbose=0, shuffle=False)
     return 0
 
 

@@ -120,3 +120,36 @@ def test_tune_tries_recipes_on_your_data(tmp_path, capsys):
     # --set objective.consistency_weight=0 (in tune_args) holds in both; the recipe sets the rest
     assert all(t["config"]["objective"]["consistency_weight"] == 0 for t in trials)
     assert [t["config"]["model"]["classifier_units"] for t in trials] == [[32], [32]]
+
+
+def test_tune_over_several_label_draws_keeps_the_lowest_mean(tmp_path, capsys):
+    data, out = separable_npz(tmp_path / "d.npz"), str(tmp_path / "tune")
+    grid = ["--grid", "train.learning_rate=0.000001,0.003", "--seeds", "3,4", "--epochs", "2"]
+    assert cli.main(tune_args(data, out, *grid)) == 0
+    printed = capsys.readouterr().out
+    assert "chosen: {'train.learning_rate': 0.003}" in printed and "the mean over seeds [3, 4]" in printed
+    trials = json.load(open(os.path.join(out, "trials.json")))["trials"]
+    assert [(t["overrides"]["train.learning_rate"], t["seed"]) for t in trials] == [
+        (1e-6, 3), (1e-6, 4), (0.003, 3), (0.003, 4)]
+    # each draw is its own labelled examples, hold-out, data order and initial weights
+    assert [(t["config"]["data"]["label_seed"], t["config"]["data"]["data_seed"], t["config"]["train"]["init_seed"])
+            for t in trials] == [(3, 3, 3), (4, 4, 4), (3, 3, 3), (4, 4, 4)]
+    summary = json.loads(printed[printed.index("{\n"):])
+    fast = summary["trials"][1]
+    assert fast["seeds"] == [3, 4] and fast["validation_errors"] == [t["validation_error"] for t in trials[2:]]
+    assert fast["validation_error"] == pytest.approx(sum(fast["validation_errors"]) / 2)
+    # the chosen configuration trains on the seeds the user gave, not on the last draw tried
+    best = json.load(open(os.path.join(out, "best_config.json")))
+    assert best["train"]["learning_rate"] == 0.003 and best["data"]["label_seed"] == 0
+    # a draw not yet trained is trained; the finished ones are kept
+    assert cli.main(tune_args(data, out, *grid[:2], "--seeds", "3,5", "--epochs", "2")) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("done before, kept") == 2 and "seed 5\n" in printed
+
+
+@pytest.mark.parametrize("seeds", ["0,x", "1,1", "-1"])
+def test_tune_refuses_bad_seeds(tmp_path, capsys, seeds):
+    data = separable_npz(tmp_path / "d.npz")
+    assert cli.main(tune_args(data, str(tmp_path / "tune"), "--seeds", seeds)) == 2
+    assert "seeds" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "tune" / "trials.json")

@@ -74,9 +74,10 @@ class Adam(keras.optimizers.Adam):
         super().finalize_variable_values(var_list)
 
 
-def weight_average_callbacks(cfg: Config) -> list:
-    """Validation during fit reads the weight average, when there is one (train.ema_momentum)."""
-    return [keras.callbacks.SwapEMAWeights()] if cfg.train.ema_momentum else []
+def weight_average_callbacks(cfg: Config, at_epoch_end: bool = False) -> list:
+    """Validation during fit reads the weight average, when there is one (train.ema_momentum);
+    `at_epoch_end`: the later callbacks' `on_epoch_end` read it too (scoring of their own)."""
+    return [keras.callbacks.SwapEMAWeights(swap_on_epoch=at_epoch_end)] if cfg.train.ema_momentum else []
 
 
 def compile_model(model: StructuredVAE, cfg: Config, steps_per_epoch: int) -> StructuredVAE:

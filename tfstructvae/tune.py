@@ -4,10 +4,13 @@ A recipe tuned on one dataset need not carry over to another (docs/results.md: t
 on Fashion-MNIST). `tune` trains every point of a small grid of settings on the training images
 minus `data.validation_size` held out, records q(y|x)'s validation error after every epoch, and
 keeps the point with the lowest error at the last epoch (what `train` would deliver with that
-schedule). The test set is never touched. In the output directory:
+schedule). The test set is never touched. With `seeds`, every point is trained once per label
+draw (each seed sets the labelled examples, the held-out split, the data order and the initial
+weights, as `paper_table.py --seeds` does) and the point with the lowest mean is kept: one draw can
+hide a failure another shows (docs/results.md, `mnist-mix`). In the output directory:
 
-    trials.json        every point: its overrides, validation curve, wall time (written after each
-                       point; a tuning run that is interrupted resumes at the next point)
+    trials.json        every point (and draw): its overrides, seed, validation curve, wall time
+                       (written after each; a tuning run that is interrupted resumes at the next)
     best_config.json   the whole chosen configuration: `tfstructvae train --config best_config.json`
 
 A grid may also vary `recipe`: each value names a preset whose objective (every term and its
@@ -86,20 +89,29 @@ def _as_json(cfg: Config) -> dict:
     return json.loads(json.dumps(cfg.to_dict()))
 
 
+def with_draw(cfg: Config, seed: int | None) -> Config:
+    """`cfg` on label draw `seed` (the labelled examples, hold-out, data order and initial weights);
+    None: as given."""
+    if seed is None:
+        return cfg
+    return cfg.override(**{"data.label_seed": seed, "data.data_seed": seed, "train.init_seed": seed})
+
+
 def grid_points(grid: dict[str, list]) -> list[dict]:
     keys = list(grid)
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 
 
 def tune(cfg: Config, grid: dict[str, list], out_dir: str, verbose: int = 1, restart: bool = False,
-         explicit: dict | None = None) -> dict:
-    """Train every grid point of `cfg` and choose on validation; returns the summary. Points already
-    in `out_dir/trials.json` with the same configuration are kept, unless `restart`. `explicit`:
-    the `section.field` values the user set, which a `recipe` does not replace."""
+         explicit: dict | None = None, seeds=None) -> dict:
+    """Train every grid point of `cfg` (on every label draw in `seeds`, if given) and choose on
+    validation; returns the summary. Trials already in `out_dir/trials.json` with the same
+    configuration are kept, unless `restart`. `explicit`: the `section.field` values the user set,
+    which a `recipe` does not replace."""
     import keras
 
     from tfstructvae.rundir import write_json_atomic
-    from tfstructvae.train import load_data, prepare_training
+    from tfstructvae.train import load_data, prepare_training, weight_average_callbacks
 
     cfg.validate()
     if cfg.data.validation_size < 1:
@@ -107,6 +119,11 @@ def tune(cfg: Config, grid: dict[str, list], out_dir: str, verbose: int = 1, res
                           f"(got {cfg.data.validation_size})")
     points = grid_points(grid)
     configs = [point_config(cfg, point, explicit) for point in points]   # refuse a bad point before training
+    draws = [None] if seeds is None else list(seeds)
+    if seeds is not None and (not draws or len(set(draws)) != len(draws)
+                              or not all(isinstance(d, int) and d >= 0 for d in draws)):
+        raise ConfigError(f"seeds must be distinct non-negative integers, got {list(seeds)!r}")
+    jobs = [(point, with_draw(point_cfg, seed), seed) for point, point_cfg in zip(points, configs) for seed in draws]
     if os.path.isfile(out_dir):
         raise ConfigError(f"--output-dir {out_dir} is a file")
     os.makedirs(out_dir, exist_ok=True)
@@ -116,12 +133,13 @@ def tune(cfg: Config, grid: dict[str, list], out_dir: str, verbose: int = 1, res
         with open(trials_path) as f:
             trials = json.load(f)["trials"]
     data = load_data(cfg)
-    for i, (point, point_cfg) in enumerate(zip(points, configs)):
+    for i, (point, point_cfg, seed) in enumerate(jobs):
         label = ", ".join(f"{k}={v}" for k, v in point.items()) or "(the configuration as given)"
+        label += "" if seed is None else f", seed {seed}"
         if any(t["config"] == _as_json(point_cfg) for t in trials):
-            print(f"[{i + 1}/{len(points)}] {label}: done before, kept", flush=True)
+            print(f"[{i + 1}/{len(jobs)}] {label}: done before, kept", flush=True)
             continue
-        print(f"[{i + 1}/{len(points)}] {label}", flush=True)
+        print(f"[{i + 1}/{len(jobs)}] {label}", flush=True)
         keras.backend.clear_session()
         run = prepare_training(point_cfg, data)
         curve, start = [], time.time()
@@ -135,20 +153,29 @@ def tune(cfg: Config, grid: dict[str, list], out_dir: str, verbose: int = 1, res
                           flush=True)
 
         run.model.fit(run.pipeline(), epochs=point_cfg.train.epochs, steps_per_epoch=run.steps,
-                      validation_data=run.validation, callbacks=[Record()], verbose=0, shuffle=False)
-        trials.append({"overrides": {k: None if v is NULL else v for k, v in point.items()},
+                      validation_data=run.validation, callbacks=[*weight_average_callbacks(point_cfg), Record()],
+                      verbose=0, shuffle=False)
+        trials.append({"overrides": {k: None if v is NULL else v for k, v in point.items()}, "seed": seed,
                        "config": _as_json(point_cfg), "curve": curve,
                        "validation_error": curve[-1]["validation_error"],
                        "best_epoch_validation_error": min(c["validation_error"] for c in curve),
                        "wall_time_s": time.time() - start})
         write_json_atomic(trials_path, {"grid": grid, "trials": trials})
-    wanted = [_as_json(p) for p in configs]
-    ours = [t for t in trials if t["config"] in wanted]
-    best = min(ours, key=lambda t: t["validation_error"])
+    by_config = {json.dumps(t["config"], sort_keys=True): t for t in trials}
+    results = []
+    for point, point_cfg in zip(points, configs):
+        errors = [by_config[json.dumps(_as_json(with_draw(point_cfg, seed)), sort_keys=True)]["validation_error"]
+                  for seed in draws]
+        results.append({"overrides": {k: None if v is NULL else v for k, v in point.items()},
+                        "validation_error": sum(errors) / len(errors), "config": _as_json(point_cfg),
+                        **({} if seeds is None else {"seeds": draws, "validation_errors": errors})})
+    best = min(results, key=lambda r: r["validation_error"])
     write_json_atomic(os.path.join(out_dir, "best_config.json"), best["config"])
     summary = {"best_overrides": best["overrides"], "best_validation_error": best["validation_error"],
-               "trials": [{"overrides": t["overrides"], "validation_error": t["validation_error"]} for t in ours],
+               "trials": [{k: v for k, v in r.items() if k != "config"} for r in results],
                "best_config": os.path.join(out_dir, "best_config.json")}
-    print(f"chosen: {best['overrides']} (validation error {100 * best['validation_error']:.2f}%); "
+    over = "" if seeds is None else (f", the mean over seeds {draws}: "
+                                     + ", ".join(f"{100 * e:.2f}" for e in best["validation_errors"]))
+    print(f"chosen: {best['overrides']} (validation error {100 * best['validation_error']:.2f}%{over}); "
           f"train it with: tfstructvae train --config {summary['best_config']} --output-dir RUN", flush=True)
     return summary
