@@ -290,6 +290,28 @@ def test_time_to_error_records_the_first_crossing_of_each_threshold(tmp_path, mn
     assert "0%: not reached" in stdout
 
 
+def test_time_to_error_to_the_end_says_when_the_error_stays_below(tmp_path, mnist_dir):
+    out = tmp_path / "tte.json"
+    stdout = run("time_to_error.py", "--data-dir", mnist_dir, "--out", str(out), "--preset", "mnist-paper",
+                 "--set", "train.epochs=2", "--set", "model.hidden_units=[16]", "--steps-per-epoch", "20",
+                 "--every", "10", "--thresholds", "1.0,0.0", "--validation-size", "500", "--to-the-end")
+    result = json.load(open(out))
+    assert [c["step"] for c in result["curve"]] == [10, 20, 30, 40]     # not stopped at the first 100%
+    assert result["stays_below"]["1.0"]["step"] == 10 and result["stays_below"]["0.0"] is None
+    assert result["final_validation_error"] == result["curve"][-1]["validation_error"]
+    assert "stays below from" in stdout
+
+
+def test_stays_below_is_the_start_of_the_last_run_under_the_threshold():
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from time_to_error import stays_below
+    curve = [{"step": s, "train_seconds": s / 10, "validation_error": e}
+             for s, e in [(1, 0.2), (2, 0.04), (3, 0.06), (4, 0.05), (5, 0.03), (6, 0.04)]]
+    assert stays_below(curve, 0.05) == {"step": 4, "train_seconds": 0.4}   # 0.04 at step 2 did not hold
+    assert stays_below(curve, 0.035) is None                                # the last point is above
+    assert stays_below(curve, 0.5) == {"step": 1, "train_seconds": 0.1}
+
+
 def test_profile_step_sums_the_trace_per_op(tmp_path):
     out = tmp_path / "profile.json"
     stdout = run("profile_step.py", "--out", str(out), "--preset", "mnist-paper", "--estimator", "plugin",
