@@ -523,6 +523,18 @@ def _mnist_mix() -> Config:
                                       augment_alignment=True, augment_labelled=True, mixup_weight=50.0))
 
 
+def _mnist_shift() -> Config:
+    # `mnist-mix` without MixUp: `mnist-best` with the KL between q(y|x) and q(y|x shifted by up to
+    # 2 pixels (target aligned to equal class shares, weight 50) and the labels read on shifted
+    # copies. On the unlabelled training images of `mnist-mix`'s failing label draw (2; scored
+    # against their hidden labels, not the test set: docs/results.md) MixUp alone reads a third of
+    # the twos as ones by epoch 3 and `mnist-mix` reads 8-13% of the fives as ones, while without
+    # MixUp no class joins another.
+    base = _mnist_mix()
+    return dataclasses.replace(base, preset="mnist-shift",
+                               objective=dataclasses.replace(base.objective, mixup_weight=0.0))
+
+
 def _fashion_mnist() -> Config:
     # Chosen on a 5,000-image validation split of Fashion-MNIST's training set (docs/results.md,
     # Fashion-MNIST rounds 1-5). There the MNIST recipe's unlabelled terms (the ELBO's gradient into
@@ -636,6 +648,7 @@ PRESETS = {
     "mnist": _mnist,
     "mnist-best": _mnist_best,
     "mnist-mix": _mnist_mix,
+    "mnist-shift": _mnist_shift,
     "mnist-paper": _mnist_paper,
     "mnist-m2": _mnist_m2,
     "mnist-relaxed": _mnist_relaxed,
