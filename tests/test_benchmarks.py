@@ -143,6 +143,20 @@ def test_validation_curve_scores_the_unlabelled_pool_on_the_test_tables_split(tm
     assert refused.returncode == 2 and "--pool-error" in refused.stderr
 
 
+def test_pool_error_scores_a_finished_runs_unlabelled_images(tmp_path, mnist_dir):
+    from tfstructvae import cli
+    run_dir = str(tmp_path / "run")
+    assert cli.main(["train", "--preset", "mnist-paper", "--data-dir", mnist_dir, "--output-dir", run_dir,
+                     "--epochs", "1", "--steps-per-epoch", "5", "--validation-size", "1000",
+                     "--label-seed", "3", "--verbose", "0"]) == 0
+    out = tmp_path / "pool.json"
+    stdout = run("pool_error.py", run_dir, "--out", str(out))
+    (r,) = json.load(open(out))["runs"]
+    # 60,000 training images less the 1,000 held out and the 100 labelled (label draw 3)
+    assert r["unlabelled_images"] == 58900 and r["label_seed"] == 3 and 0 <= r["pool_error"] <= 1
+    assert " -> " in r["worst_confusion"] and "unlabelled-pool error" in stdout
+
+
 def test_pool_error_counts_the_worst_confusion():
     import numpy as np
     sys.path.insert(0, os.path.join(REPO, "benchmarks"))

@@ -1,0 +1,60 @@
+"""q(y|x)'s error on a finished run's unlabelled training images, against their hidden labels.
+
+    python benchmarks/pool_error.py runs/paper_table/mnist-mix-l10-s2 [RUN_DIR ...] --out pool.json
+
+For a run trained by `tfstructvae train` or `paper_table.py`: draws the run's labelled split again
+from its configuration (`data.label_seed`, `data.validation_size`), predicts every unlabelled
+training image and reports the error and the largest confusion ("2 -> 1: 1674 of 5948"). The test
+set is not read: a failure seen on a test draw can be looked at on the training images
+(`validation_curve.py --pool-error` follows the same score during training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--data-dir", help="where the run's data are now, if they moved")
+    p.add_argument("--out")
+    args = p.parse_args(argv)
+
+    from tfstructvae.data.split import labelled_split
+    from tfstructvae.rundir import load_run, write_json_atomic
+    from tfstructvae.train import load_data, predict_labels
+    from validation_curve import pool_error
+
+    results = []
+    for run_dir in args.run_dirs:
+        cfg, model = load_run(run_dir)
+        if args.data_dir:
+            cfg = cfg.override(**{"data.data_dir": args.data_dir})
+        data = load_data(cfg)
+        if data.y_train.ndim != 1:
+            p.error(f"{run_dir}: the pool error scores a dataset with one class label per image")
+        split = labelled_split(data.y_train, cfg.data.labels_per_class, data.num_classes,
+                               cfg.data.label_seed, cfg.data.validation_size)
+        pool = split.unlabelled
+        score = pool_error(predict_labels(model, data.x_train[pool]), data.y_train[pool], data.num_classes)
+        results.append({"run_dir": run_dir, "preset": cfg.preset, "label_seed": cfg.data.label_seed,
+                        "labels_per_class": cfg.data.labels_per_class, "unlabelled_images": int(len(pool)),
+                        **score})
+        print(f"{run_dir}: unlabelled-pool error {100 * score['pool_error']:.2f}% "
+              f"(most confused: {score['worst_confusion']})", flush=True)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        write_json_atomic(args.out, {"runs": results,
+                                     "command": " ".join(["python", "benchmarks/pool_error.py",
+                                                          *(argv or sys.argv[1:])])})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
