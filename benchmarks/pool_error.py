@@ -15,7 +15,6 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
@@ -28,8 +27,7 @@ def main(argv=None) -> int:
 
     from tfstructvae.data.split import labelled_split
     from tfstructvae.rundir import load_run, write_json_atomic
-    from tfstructvae.train import load_data, predict_labels
-    from validation_curve import pool_error
+    from tfstructvae.train import error_and_worst_confusion, load_data, predict_labels
 
     results = []
     for run_dir in args.run_dirs:
@@ -42,12 +40,12 @@ def main(argv=None) -> int:
         split = labelled_split(data.y_train, cfg.data.labels_per_class, data.num_classes,
                                cfg.data.label_seed, cfg.data.validation_size)
         pool = split.unlabelled
-        score = pool_error(predict_labels(model, data.x_train[pool]), data.y_train[pool], data.num_classes)
+        error, worst = error_and_worst_confusion(predict_labels(model, data.x_train[pool]), data.y_train[pool],
+                                                 data.num_classes)
         results.append({"run_dir": run_dir, "preset": cfg.preset, "label_seed": cfg.data.label_seed,
                         "labels_per_class": cfg.data.labels_per_class, "unlabelled_images": int(len(pool)),
-                        **score})
-        print(f"{run_dir}: unlabelled-pool error {100 * score['pool_error']:.2f}% "
-              f"(most confused: {score['worst_confusion']})", flush=True)
+                        "pool_error": error, "worst_confusion": worst})
+        print(f"{run_dir}: unlabelled-pool error {100 * error:.2f}% (most confused: {worst})", flush=True)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         write_json_atomic(args.out, {"runs": results,

@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     from tfstructvae import get_preset
     from tfstructvae.config import parse_overrides
     from tfstructvae.rundir import write_json_atomic
-    from tfstructvae.train import predict_labels, prepare_training, weight_average_callbacks
+    from tfstructvae.train import error_and_worst_confusion, predict_labels, prepare_training, weight_average_callbacks
 
     cfg = get_preset(args.preset).override(**{
         "data.data_dir": args.data_dir, "data.labels_per_class": args.labels_per_class,
@@ -74,8 +74,9 @@ def main(argv=None) -> int:
                              validation_elbo=float(logs["val_elbo"]))
                 shown.append(f"validation error {100 * point['validation_error']:.2f}%")
             if args.pool_error:
-                point.update(pool_error(predict_labels(self.model, run.data.x_train[pool]),
-                                        run.data.y_train[pool], run.data.num_classes))
+                error, worst = error_and_worst_confusion(predict_labels(self.model, run.data.x_train[pool]),
+                                                         run.data.y_train[pool], run.data.num_classes)
+                point.update(pool_error=error, worst_confusion=worst)
                 shown.append(f"unlabelled-pool error {100 * point['pool_error']:.2f}% "
                              f"(most confused: {point['worst_confusion']})")
             point["wall_time_s"] = time.time() - start
@@ -90,18 +91,6 @@ def main(argv=None) -> int:
     model.fit(train, epochs=cfg.train.epochs, steps_per_epoch=steps, validation_data=validation,
               callbacks=[*weight_average_callbacks(cfg, at_epoch_end=True), Record()], verbose=0, shuffle=False)
     return 0
-
-
-def pool_error(predicted, labels, num_classes: int) -> dict:
-    """Error against the hidden labels, and the largest off-diagonal cell of the confusion matrix
-    ("true -> predicted: count of class size"): a class read as another shows there first."""
-    import numpy as np
-    confusion = np.zeros([num_classes, num_classes], np.int64)
-    np.add.at(confusion, (labels, predicted), 1)
-    off = confusion - np.diag(np.diag(confusion))
-    true, read = np.unravel_index(off.argmax(), off.shape)
-    return {"pool_error": float(np.mean(predicted != labels)),
-            "worst_confusion": f"{true} -> {read}: {off[true, read]} of {confusion[true].sum()}"}
 
 
 if __name__ == "__main__":

@@ -157,14 +157,12 @@ def test_pool_error_scores_a_finished_runs_unlabelled_images(tmp_path, mnist_dir
     assert " -> " in r["worst_confusion"] and "unlabelled-pool error" in stdout
 
 
-def test_pool_error_counts_the_worst_confusion():
+def test_error_and_worst_confusion_names_the_class_read_as_another():
     import numpy as np
-    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-    from validation_curve import pool_error
+    from tfstructvae.train import error_and_worst_confusion
     labels = np.array([0, 0, 1, 1, 1, 2, 2, 2, 2])
     read = np.array([0, 1, 1, 1, 1, 1, 1, 1, 2])       # three of the four twos read as ones
-    result = pool_error(read, labels, 3)
-    assert result == {"pool_error": 4 / 9, "worst_confusion": "2 -> 1: 3 of 4"}
+    assert error_and_worst_confusion(read, labels, 3) == (4 / 9, "2 -> 1: 3 of 4")
 
 
 def test_morpho_benchmark_reports_r2_and_controllability(tmp_path, mnist):

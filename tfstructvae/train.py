@@ -412,6 +412,16 @@ def cluster_error(predicted: np.ndarray, labels: np.ndarray, num_classes: int) -
     return 1.0 - counts[rows, cols].sum() / len(labels)
 
 
+def error_and_worst_confusion(predicted: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[float, str]:
+    """The error against `labels`, and the largest off-diagonal cell of the confusion matrix as
+    "true -> predicted: count of the true class's size": a class read as another shows there first."""
+    confusion = np.zeros([num_classes, num_classes], np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    off = confusion - np.diag(np.diag(confusion))
+    true, read = np.unravel_index(off.argmax(), off.shape)
+    return float(np.mean(predicted != labels)), f"{true} -> {read}: {off[true, read]} of {confusion[true].sum()}"
+
+
 def continuous_node_metrics(model: StructuredVAE, x: np.ndarray, labels, batch_size: int = EVAL_BATCH) -> dict:
     """R^2 and RMSE of the posterior mean of every labelled Normal node against its labels,
     on the examples that carry one: `test_r2/<node>`, `test_rmse/<node>`."""
