@@ -9,6 +9,9 @@ Each (preset, l, seed) trains into RUNS_DIR/<preset>-l<l>-s<seed> and is skipped
 that run already has a metrics.json, so an interrupted table resumes where it stopped.
 The seed sets the labelled subset, the data order and the initialisation together.
 Hyperparameters come from the presets (chosen on validation data); figures are test error.
+Each run also reports q(y|x)'s error on its unlabelled training images against their hidden
+labels and the largest confusion there (`pool_error`, `worst_confusion`): a draw that fails
+names the class read as another without another look at the test set.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ def main(argv=None) -> int:
     from tfstructvae import get_preset
     from tfstructvae.config import parse_overrides
     from tfstructvae.rundir import write_json_atomic
-    from tfstructvae.train import train_or_reuse
+    from tfstructvae.train import run_pool_error, train_or_reuse
 
     presets, labels, seeds = args.presets.split(","), [int(v) for v in args.labels.split(",")], \
         [int(v) for v in args.seeds.split(",")]
@@ -85,11 +88,14 @@ def main(argv=None) -> int:
                     "train.steps_per_epoch": args.steps_per_epoch})
                 run_dir = os.path.join(args.runs_dir + ("-quick" if args.quick else ""), f"{preset}-l{l}-s{seed}")
                 metrics = train_or_reuse(cfg, run_dir)
+                pool = run_pool_error(run_dir, args.data_dir)
                 runs.append({"preset": preset, "labels_per_class": l, "seed": seed,
                              "test_error": metrics["test_error"], "epochs": metrics["epochs"],
-                             "wall_time_s": metrics["wall_time_s"], "config": cfg.to_dict()})
+                             "wall_time_s": metrics["wall_time_s"], **pool, "config": cfg.to_dict()})
                 print(f"{preset:12s} l={l:<4d} seed={seed}  test error {100 * metrics['test_error']:.2f}%  "
-                      f"({metrics['wall_time_s']:.0f} s)", flush=True)
+                      f"({metrics['wall_time_s']:.0f} s)"
+                      + (f"; unlabelled-pool error {100 * pool['pool_error']:.2f}% (most confused: "
+                         f"{pool['worst_confusion']})" if pool else ""), flush=True)
                 summary = summarise(runs)
                 write_json_atomic(args.out, {
                     "runs": runs, "summary": summary, "paper": PAPER, "m2": M2, "relaxed": RELAXED,

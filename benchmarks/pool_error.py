@@ -25,27 +25,19 @@ def main(argv=None) -> int:
     p.add_argument("--out")
     args = p.parse_args(argv)
 
-    from tfstructvae.data.split import labelled_split
-    from tfstructvae.rundir import load_run, write_json_atomic
-    from tfstructvae.train import error_and_worst_confusion, load_data, predict_labels
+    from tfstructvae.rundir import read_run_config, write_json_atomic
+    from tfstructvae.train import run_pool_error
 
     results = []
     for run_dir in args.run_dirs:
-        cfg, model = load_run(run_dir)
-        if args.data_dir:
-            cfg = cfg.override(**{"data.data_dir": args.data_dir})
-        data = load_data(cfg)
-        if data.y_train.ndim != 1:
+        cfg = read_run_config(run_dir)
+        score = run_pool_error(run_dir, args.data_dir)
+        if not score:
             p.error(f"{run_dir}: the pool error scores a dataset with one class label per image")
-        split = labelled_split(data.y_train, cfg.data.labels_per_class, data.num_classes,
-                               cfg.data.label_seed, cfg.data.validation_size)
-        pool = split.unlabelled
-        error, worst = error_and_worst_confusion(predict_labels(model, data.x_train[pool]), data.y_train[pool],
-                                                 data.num_classes)
         results.append({"run_dir": run_dir, "preset": cfg.preset, "label_seed": cfg.data.label_seed,
-                        "labels_per_class": cfg.data.labels_per_class, "unlabelled_images": int(len(pool)),
-                        "pool_error": error, "worst_confusion": worst})
-        print(f"{run_dir}: unlabelled-pool error {100 * error:.2f}% (most confused: {worst})", flush=True)
+                        "labels_per_class": cfg.data.labels_per_class, **score})
+        print(f"{run_dir}: unlabelled-pool error {100 * score['pool_error']:.2f}% "
+              f"(most confused: {score['worst_confusion']})", flush=True)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         write_json_atomic(args.out, {"runs": results,

@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     from tfstructvae import get_preset
     from tfstructvae.config import parse_overrides
     from tfstructvae.rundir import write_json_atomic
-    from tfstructvae.train import error_and_worst_confusion, predict_labels, prepare_training, weight_average_callbacks
+    from tfstructvae.train import prepare_training, unlabelled_pool_error, weight_average_callbacks
 
     cfg = get_preset(args.preset).override(**{
         "data.data_dir": args.data_dir, "data.labels_per_class": args.labels_per_class,
@@ -61,7 +61,6 @@ def main(argv=None) -> int:
 
     if args.pool_error and run.data.y_train.ndim != 1:
         p.error("--pool-error scores a dataset with one class label per image")
-    pool = run.split.unlabelled
     curve, start = [], time.time()
     command = " ".join(["python", "benchmarks/validation_curve.py", *(argv or sys.argv[1:])])
 
@@ -74,9 +73,7 @@ def main(argv=None) -> int:
                              validation_elbo=float(logs["val_elbo"]))
                 shown.append(f"validation error {100 * point['validation_error']:.2f}%")
             if args.pool_error:
-                error, worst = error_and_worst_confusion(predict_labels(self.model, run.data.x_train[pool]),
-                                                         run.data.y_train[pool], run.data.num_classes)
-                point.update(pool_error=error, worst_confusion=worst)
+                point.update(unlabelled_pool_error(self.model, run.data, run.split))
                 shown.append(f"unlabelled-pool error {100 * point['pool_error']:.2f}% "
                              f"(most confused: {point['worst_confusion']})")
             point["wall_time_s"] = time.time() - start

@@ -24,6 +24,9 @@ def test_paper_table_quick(tmp_path, mnist_dir):
     (r,) = result["runs"]
     assert r["labels_per_class"] == 10 and r["preset"] == "mnist-paper" and 0 <= r["test_error"] <= 1
     assert {"epochs", "wall_time_s", "seed", "config"} <= set(r)
+    # the unlabelled training images, scored against their hidden labels: 60,000 less the 100 labelled
+    assert r["unlabelled_images"] == 59900 and 0 <= r["pool_error"] <= 1 and " -> " in r["worst_confusion"]
+    assert "unlabelled-pool error" in stdout
     (s,) = result["summary"]
     assert s["n_seeds"] == 1 and s["mean_test_error"] == r["test_error"]
     assert "| 10 | 12.2 | 11.97 | 9.71 |" in stdout

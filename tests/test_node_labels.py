@@ -51,7 +51,7 @@ def test_a_node_labelled_share_redraws_the_examples_that_carry_another_nodes_lab
     batches = list(ds.take(2 * len(carriers)).as_numpy_iterator())
     seen = []
     for x, labels in batches:
-        head, middle, tail = slice(0, 5), slice(5, 8), slice(8, 10)
+        middle, tail = slice(5, 8), slice(8, 10)
         assert (labels["y"][tail] >= 0).all() and (labels["y"][:8] == -1).all()       # the labelled tail stays last
         assert (labels["slant"][middle] == 1.5).all()                                 # 3 carriers in every minibatch
         for row in x[middle]:

@@ -422,6 +422,30 @@ def error_and_worst_confusion(predicted: np.ndarray, labels: np.ndarray, num_cla
     return float(np.mean(predicted != labels)), f"{true} -> {read}: {off[true, read]} of {confusion[true].sum()}"
 
 
+def unlabelled_pool_error(model: StructuredVAE, data: ImageDataset, split: LabelledSplit) -> dict:
+    """q(y|x)'s error on the training images whose labels the run never saw (the unlabelled pool,
+    scored against their hidden labels) and its largest confusion: a failure seen on a test draw
+    shows here first, without the test set. Empty for data without one class label per image."""
+    if data.y_train.ndim != 1:
+        return {}
+    pool = split.unlabelled
+    error, worst = error_and_worst_confusion(predict_labels(model, data.x_train[pool]), data.y_train[pool],
+                                             data.num_classes)
+    return {"unlabelled_images": int(len(pool)), "pool_error": error, "worst_confusion": worst}
+
+
+def run_pool_error(run_dir: str, data_dir: str | None = None) -> dict:
+    """`unlabelled_pool_error` of a finished run: its labelled split drawn again from its
+    configuration (`data.label_seed`, `data.validation_size`); `data_dir` if its data moved."""
+    cfg, model = load_run(run_dir)
+    if data_dir:
+        cfg = cfg.override(**{"data.data_dir": data_dir})
+    data = load_data(cfg)
+    split = labelled_split(data.y_train, cfg.data.labels_per_class, data.num_classes,
+                           cfg.data.label_seed, cfg.data.validation_size)
+    return unlabelled_pool_error(model, data, split)
+
+
 def continuous_node_metrics(model: StructuredVAE, x: np.ndarray, labels, batch_size: int = EVAL_BATCH) -> dict:
     """R^2 and RMSE of the posterior mean of every labelled Normal node against its labels,
     on the examples that carry one: `test_r2/<node>`, `test_rmse/<node>`."""
