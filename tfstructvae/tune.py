@@ -97,6 +97,11 @@ def with_draw(cfg: Config, seed: int | None) -> Config:
     return cfg.override(**{"data.label_seed": seed, "data.data_seed": seed, "train.init_seed": seed})
 
 
+def _as_overrides(point: dict) -> dict:
+    """A grid point as JSON shows it: `null` where the point resets a field to None."""
+    return {k: None if v is NULL else v for k, v in point.items()}
+
+
 def grid_points(grid: dict[str, list]) -> list[dict]:
     keys = list(grid)
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
@@ -123,7 +128,8 @@ def tune(cfg: Config, grid: dict[str, list], out_dir: str, verbose: int = 1, res
     if seeds is not None and (not draws or len(set(draws)) != len(draws)
                               or not all(isinstance(d, int) and d >= 0 for d in draws)):
         raise ConfigError(f"seeds must be distinct non-negative integers, got {list(seeds)!r}")
-    jobs = [(point, with_draw(point_cfg, seed), seed) for point, point_cfg in zip(points, configs) for seed in draws]
+    draw_configs = [[with_draw(point_cfg, seed) for seed in draws] for point_cfg in configs]
+    jobs = [(point, draw_cfg, seed) for point, row in zip(points, draw_configs) for draw_cfg, seed in zip(row, draws)]
     if os.path.isfile(out_dir):
         raise ConfigError(f"--output-dir {out_dir} is a file")
     os.makedirs(out_dir, exist_ok=True)
@@ -155,7 +161,7 @@ def tune(cfg: Config, grid: dict[str, list], out_dir: str, verbose: int = 1, res
         run.model.fit(run.pipeline(), epochs=point_cfg.train.epochs, steps_per_epoch=run.steps,
                       validation_data=run.validation, callbacks=[*weight_average_callbacks(point_cfg), Record()],
                       verbose=0, shuffle=False)
-        trials.append({"overrides": {k: None if v is NULL else v for k, v in point.items()}, "seed": seed,
+        trials.append({"overrides": _as_overrides(point), "seed": seed,
                        "config": _as_json(point_cfg), "curve": curve,
                        "validation_error": curve[-1]["validation_error"],
                        "best_epoch_validation_error": min(c["validation_error"] for c in curve),
@@ -163,10 +169,9 @@ def tune(cfg: Config, grid: dict[str, list], out_dir: str, verbose: int = 1, res
         write_json_atomic(trials_path, {"grid": grid, "trials": trials})
     by_config = {json.dumps(t["config"], sort_keys=True): t for t in trials}
     results = []
-    for point, point_cfg in zip(points, configs):
-        errors = [by_config[json.dumps(_as_json(with_draw(point_cfg, seed)), sort_keys=True)]["validation_error"]
-                  for seed in draws]
-        results.append({"overrides": {k: None if v is NULL else v for k, v in point.items()},
+    for point, point_cfg, row in zip(points, configs, draw_configs):
+        errors = [by_config[json.dumps(_as_json(draw_cfg), sort_keys=True)]["validation_error"] for draw_cfg in row]
+        results.append({"overrides": _as_overrides(point),
                         "validation_error": sum(errors) / len(errors), "config": _as_json(point_cfg),
                         **({} if seeds is None else {"seeds": draws, "validation_errors": errors})})
     best = min(results, key=lambda r: r["validation_error"])
