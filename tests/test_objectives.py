@@ -347,6 +347,63 @@ def test_consistency_nodes_labelled_holds_a_measured_normal_factor_still():
         ObjectiveConfig(consistency_nodes="all").validate()
 
 
+def test_gaussian_smoothing_spreads_an_impulse_into_a_normalised_gaussian():
+    field = np.zeros((1, 31, 31, 2), np.float32)
+    field[0, 15, 15, 0] = 1.0
+    out = objectives.gaussian_smoothed(tf.constant(field), 2.0).numpy()
+    rows, cols = np.indices((31, 31)) - 15
+    expected = np.exp(-0.5 * (rows ** 2 + cols ** 2) / 4.0)
+    expected[np.maximum(abs(rows), abs(cols)) > 6] = 0.0           # truncated at 3 sigma per axis
+    np.testing.assert_allclose(out[0, ..., 0], expected / expected.sum(), atol=1e-6)
+    assert out[..., 1].max() == 0.0                                 # channels smoothed apart
+    flat = objectives.gaussian_smoothed(tf.ones((1, 31, 31, 1)), 2.0).numpy()[0, 6:25, 6:25, 0]
+    np.testing.assert_allclose(flat, 1.0, atol=1e-5)                # a constant stays (away from the border)
+
+
+def test_sample_bilinear_reads_a_whole_pixel_shift_exactly():
+    x = np.random.default_rng(0).uniform(size=(2, 7, 7, 3)).astype(np.float32)
+    rows, cols = np.indices((7, 7))
+    src_y = np.stack([rows - 1, rows]).reshape(2, -1).astype(np.float32)        # image 0 moved down a row
+    src_x = np.stack([cols, cols + 2]).reshape(2, -1).astype(np.float32)        # image 1 two columns left
+    out = objectives.sample_bilinear(tf.constant(x), tf.constant(src_y), tf.constant(src_x)).numpy()
+    np.testing.assert_allclose(out[0, 1:], x[0, :-1], atol=1e-6)
+    np.testing.assert_allclose(out[0, 0], 0.0)                                   # zero fill
+    np.testing.assert_allclose(out[1, :, :-2], x[1, :, 2:], atol=1e-6)
+    np.testing.assert_allclose(out[1, :, -2:], 0.0)
+
+
+def test_elastic_distortion_bends_each_image_its_own_way_by_about_the_set_amount():
+    x = np.zeros((32, 28, 28, 1), np.float32)
+    x[:, 6:22, 13:15, 0] = 1.0                                      # a vertical stroke
+    seed = tf.constant([5, 6], tf.int32)
+    np.testing.assert_allclose(objectives.elastic_distortion(x, seed, 0.0).numpy(), x, atol=1e-6)   # alpha 0: identity
+    bent = objectives.elastic_distortion(x, seed, 34.0, 4.0).numpy()
+    assert bent.shape == x.shape and np.isfinite(bent).all()
+    # the stroke bends, stretched here and squeezed there, but is not erased; every image differs
+    mass = bent.sum(axis=(1, 2, 3))
+    assert mass.mean() == pytest.approx(x[0].sum(), rel=0.1) and (mass > x[0].sum() / 2).all()
+    assert len({np.round(b.sum(), 3) for b in bent}) > 16 and not np.allclose(bent[0], bent[1])
+    # Simard's setting moves a pixel about a pixel and a half: the stroke's centre column moves,
+    # but by a few pixels at most
+    cols = np.arange(28)
+    centre = (bent[..., 0].sum(axis=1) * cols).sum(axis=1) / bent[..., 0].sum(axis=(1, 2))
+    assert np.abs(centre - 13.5).max() < 4 and np.abs(centre - 13.5).mean() > 0.1
+    same = objectives.elastic_distortion(x, seed, 34.0, 4.0).numpy()
+    np.testing.assert_allclose(bent, same)                          # stateless: the seed decides
+
+
+def test_elastic_augmentation_compiles_with_xla_and_is_validated():
+    model = tiny_model(augment_weight=1.0, augment_shift=0, augment_elastic=34.0)
+    x = tf.random.uniform([6, 28, 28, 1], seed=1)
+    labels = tf.constant([0, 1, -1, -1, -1, -1])
+    step = tf.function(lambda x: model.objective_terms(x, labels, training=True)["augment"], jit_compile=True)
+    term = step(x).numpy()
+    assert term.shape == (6,) and np.isfinite(term).all() and (term > 0).all()       # t(x) moved q(y|x)
+    for bad in ({"augment_elastic": -1.0}, {"augment_elastic_sigma": 0.0}):
+        with pytest.raises(ConfigError, match="augment_elastic"):
+            ObjectiveConfig(**bad).validate()
+
+
 def test_rotated_and_scaled_augmentation_compiles_with_xla_and_is_validated():
     model = tiny_model(augment_weight=1.0, augment_rotation=20.0, augment_scale=0.1)
     x = tf.random.uniform([6, 28, 28, 1], seed=1)

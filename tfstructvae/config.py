@@ -202,6 +202,11 @@ class ObjectiveConfig:
     # augmentations of UDA and FixMatch (RandAugment's rotate and zoom). 0 = none.
     augment_rotation: float = 0.0
     augment_scale: float = 0.0
+    # t(x) also bent by Simard et al. (2003)'s elastic distortion: per-pixel displacements drawn
+    # uniform in [-1, 1], smoothed by a Gaussian of augment_elastic_sigma pixels and scaled by
+    # augment_elastic (their MNIST setting: 34 and 4). 0 = none.
+    augment_elastic: float = 0.0
+    augment_elastic_sigma: float = 4.0
     # > 0: the augmentation term is FixMatch's pseudo-label: -log q(argmax q(y|x) | t(x)) where
     # max q(y|x) reaches this confidence (0.95 in Sohn et al. 2020); 0: KL(q(y|x) || q(y|t(x))).
     augment_threshold: float = 0.0
@@ -260,7 +265,7 @@ class ObjectiveConfig:
             raise ConfigError(f"unknown estimator {self.estimator!r}; expected one of {ESTIMATORS}")
         for name in ("alpha", "entropy_weight", "consistency_weight", "consistency_epsilon",
                      "consistency_xi", "augment_weight", "augment_shift", "augment_cutout", "augment_rotation",
-                     "mixup_weight", "classifier_elbo_weight"):
+                     "augment_elastic", "mixup_weight", "classifier_elbo_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.consistency_nodes not in ("classifiers", "labelled"):
@@ -272,6 +277,9 @@ class ObjectiveConfig:
         if not 0 <= self.augment_scale < 1 or self.augment_rotation > 180:
             raise ConfigError(f"augment_scale must lie in [0, 1) and augment_rotation in [0, 180] degrees, "
                               f"got {self.augment_scale} and {self.augment_rotation}")
+        if self.augment_elastic_sigma <= 0:
+            raise ConfigError(f"augment_elastic_sigma is the smoothing Gaussian's width in pixels and must be > 0, "
+                              f"got {self.augment_elastic_sigma}")
         if not 0 < self.augment_temperature <= 1:
             raise ConfigError(f"augment_temperature must lie in (0, 1] (1 = the target unsharpened), "
                               f"got {self.augment_temperature}")

@@ -560,7 +560,8 @@ class StructuredVAE(keras.Model):
                     x, targets[node.name],
                     self._sample_seed(),
                     cfg.augment_shift, cfg.augment_flip, cfg.augment_cutout, cfg.augment_threshold,
-                    cfg.augment_alignment, cfg.augment_temperature, cfg.augment_rotation, cfg.augment_scale))
+                    cfg.augment_alignment, cfg.augment_temperature, cfg.augment_rotation, cfg.augment_scale,
+                    cfg.augment_elastic, cfg.augment_elastic_sigma))
                 for node in self.held_still])
         if cfg.mixup_weight and training:
             terms["mixup"] = tf.add_n([
