@@ -392,29 +392,21 @@ def test_elastic_distortion_bends_each_image_its_own_way_by_about_the_set_amount
     np.testing.assert_allclose(bent, same)                          # stateless: the seed decides
 
 
-def test_elastic_augmentation_compiles_with_xla_and_is_validated():
-    model = tiny_model(augment_weight=1.0, augment_shift=0, augment_elastic=34.0)
+@pytest.mark.parametrize("transform, bad", [
+    ({"augment_rotation": 20.0, "augment_scale": 0.1},
+     [{"augment_scale": 1.0}, {"augment_scale": -0.1}, {"augment_rotation": -5.0}, {"augment_rotation": 190.0}]),
+    ({"augment_shift": 0, "augment_elastic": 34.0}, [{"augment_elastic": -1.0}, {"augment_elastic_sigma": 0.0}]),
+], ids=["rotation and scale", "elastic"])
+def test_geometric_augmentation_compiles_with_xla_and_is_validated(transform, bad):
+    model = tiny_model(augment_weight=1.0, **transform)
     x = tf.random.uniform([6, 28, 28, 1], seed=1)
     labels = tf.constant([0, 1, -1, -1, -1, -1])
     step = tf.function(lambda x: model.objective_terms(x, labels, training=True)["augment"], jit_compile=True)
     term = step(x).numpy()
     assert term.shape == (6,) and np.isfinite(term).all() and (term > 0).all()       # t(x) moved q(y|x)
-    for bad in ({"augment_elastic": -1.0}, {"augment_elastic_sigma": 0.0}):
-        with pytest.raises(ConfigError, match="augment_elastic"):
-            ObjectiveConfig(**bad).validate()
-
-
-def test_rotated_and_scaled_augmentation_compiles_with_xla_and_is_validated():
-    model = tiny_model(augment_weight=1.0, augment_rotation=20.0, augment_scale=0.1)
-    x = tf.random.uniform([6, 28, 28, 1], seed=1)
-    labels = tf.constant([0, 1, -1, -1, -1, -1])
-    step = tf.function(lambda x: model.objective_terms(x, labels, training=True)["augment"], jit_compile=True)
-    term = step(x).numpy()
-    assert term.shape == (6,) and np.isfinite(term).all() and (term > 0).all()       # t(x) moved q(y|x)
-    for bad in ({"augment_scale": 1.0}, {"augment_scale": -0.1}, {"augment_rotation": -5.0},
-                {"augment_rotation": 190.0}):
-        with pytest.raises(ConfigError, match="augment_"):
-            ObjectiveConfig(**bad).validate()
+    for fields in bad:
+        with pytest.raises(ConfigError, match=next(iter(fields))):
+            ObjectiveConfig(**fields).validate()
 
 
 def test_fixmatch_term_trains_through_the_model():
