@@ -128,6 +128,7 @@ def step_seconds(cfg, batch, steps, warmup, labelled_tail: str = "auto", kind: s
             model.set_labelled_tail(batch, (model.label_node.name,))
     elif tail:
         y = np.concatenate([np.full(batch - tail, -1), rng.integers(0, 10, tail)])
+        model.set_label_rows(tail if tail < batch else 0)             # as training declares it
         if labelled_tail == "always" or (labelled_tail == "auto" and tail == batch):
             model.set_labelled_tail(tail, (model.label_node.name,))
     else:

@@ -388,6 +388,34 @@ def test_labelled_tail_gives_the_same_terms():
     assert model.labelled_tail == 0 and model.training_terms(x, labels)["elbo"].shape == (6,)
 
 
+def test_label_rows_read_the_shifted_copies_only_where_a_label_can_be():
+    # objective.augment_labelled reads each label on a shifted copy; with the share pipeline's
+    # layout declared (labels only in the last 2 rows), q(y | t(x)) runs on those 2 rows alone
+    # and every term keeps its value (the same noise: the seed generator's state is restored).
+    model = small(LatentGraph(Categorical("y", 3, labelled=True), Normal("z", 2, parents=("y",))),
+                  augment_labelled=True, augment_shift=2, mixup_weight=1.0)
+    x, labels = images(6), tf.constant([-1, -1, -1, -1, 2, 0])
+    state = model.seed_generator.state.numpy()
+    whole = model.objective_terms(x, labels, training=True)
+    rows, q_node = [], model.q_node
+
+    def spy(name, xs, *args, **kwargs):
+        rows.append(xs.shape[0])
+        return q_node(name, xs, *args, **kwargs)
+    model.q_node = spy
+    model.set_label_rows(2)
+    model.seed_generator.state.assign(state)
+    parts = model.objective_terms(x, labels, training=True)
+    assert 2 in rows and set(parts) == set(whole)
+    for k in whole:
+        np.testing.assert_allclose(parts[k].numpy(), whole[k].numpy(), rtol=2e-5, atol=2e-5, err_msg=k)
+    assert parts["log_q/y"].numpy()[:4].tolist() == [0.0] * 4 and (parts["log_q/y"].numpy()[4:] < 0).all()
+    model.set_label_rows(6)                   # the whole minibatch: nothing to leave out
+    assert model._first_label_row(x) == 0
+    with pytest.raises(ValueError, match="rows must be >= 0"):
+        model.set_label_rows(-1)
+
+
 def decoder_rows(model):
     """Record the batch shape of every p(x | latents) the model builds."""
     shapes, original = [], model.p_x_given_latents
@@ -446,7 +474,7 @@ def test_rate_mode_training_declares_its_labelled_batches(mnist):
 
 
 def test_share_mode_training_declares_its_labelled_tail(mnist):
-    from tfstructvae.train import labelled_tail
+    from tfstructvae.train import label_rows, labelled_tail
     from tfstructvae.data import labelled_split
     from tfstructvae.data.pairs import mnist_pairs
     pairs = mnist_pairs(mnist, n_train=300, n_test=40)
@@ -461,6 +489,10 @@ def test_share_mode_training_declares_its_labelled_tail(mnist):
                      model=ModelConfig(hidden_units=(8,), graph=graph)).validate()
         rows, known = labelled_tail(cfg, pairs, split)
         assert (rows, tuple(sorted(known))) == expect, (mode, share)
+        # where a label can be at all: the share pipeline's labelled part, when it is a part
+        assert label_rows(cfg, pairs, split) == (4 if (mode, share) == ("share", 0.2) else 0), (mode, share)
+        anywhere = cfg.override(**{"data.node_labels": "all"})     # other nodes' labels may sit on any row
+        assert label_rows(anywhere, pairs, split) == 0
 
 
 def test_shared_encoder_is_one_trunk_with_a_linear_head_per_node(tmp_path):

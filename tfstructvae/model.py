@@ -96,6 +96,7 @@ class StructuredVAE(keras.Model):
         self.classifier_names = {n.name for n in graph.classifier_nodes}
         self.labelled_tail, self._tail_estimators = 0, None       # set_labelled_tail
         self._labelled_batch_estimators, self.labelled_batch_nodes = None, ()   # set_labelled_batches
+        self.label_rows = 0                                        # set_label_rows
         self.label_node = graph.classifier_nodes[0] if graph.classifier_nodes else None
         self.num_classes = self.label_node.size if self.label_node else None
         # Regularisers on q(y|x) (entropy, consistency) apply to labelled categorical nodes; the
@@ -436,6 +437,25 @@ class StructuredVAE(keras.Model):
                                                   self.objective_config.max_enumeration_rows, observed=pinned)
                                  if self.labelled_tail else None)
 
+    def set_label_rows(self, rows: int) -> None:
+        """Declare that only the last `rows` examples of every training minibatch can carry a label
+        (the `share` pipeline's layout: its labelled part last). The supervised term on shifted
+        copies (`objective.augment_labelled`) then runs q(node | t(x)) on those rows alone, not on
+        the whole minibatch: the same values (every copy is still drawn, so the noise is the same)
+        for a fifth of that classifier pass in `mnist-shift`. rows = 0 (the default): any row.
+        Not applied under a strategy with several replicas (each holds a slice of the minibatch)
+        or with batch norm (whose statistics would be taken over the rows alone)."""
+        if rows < 0:
+            raise ValueError(f"rows must be >= 0, got {rows}")
+        self.label_rows = 0 if self.model_config.batch_norm else int(rows)
+
+    def _first_label_row(self, x) -> int:
+        """Where the rows that can carry a label start in this minibatch (`set_label_rows`); 0: anywhere."""
+        batch, rows = x.shape[0], self.label_rows
+        if not rows or batch is None or rows >= batch or tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            return 0
+        return batch - rows
+
     def set_labelled_batches(self, observed_nodes=()) -> None:
         """Declare that a training minibatch may be labelled throughout in `observed_nodes` (as
         `rate` supervision draws them). The step then checks each minibatch, and computes a
@@ -517,6 +537,9 @@ class StructuredVAE(keras.Model):
         # node that reads x alone
         shifted = (objectives.random_shift_and_flip(x, self._sample_seed(), cfg.augment_shift, cfg.augment_flip)
                    if cfg.augment_labelled and training else None)
+        # read only where a label can be (set_label_rows); the other rows' term is 0 either way
+        first = self._first_label_row(x) if shifted is not None else 0
+        shifted_rows = shifted[first:] if first else shifted
         shifted_shared = None
         batch = tf.shape(x)[:1]
         any_observed = tf.zeros(batch, tf.bool)
@@ -529,9 +552,12 @@ class StructuredVAE(keras.Model):
                 continue
             if shifted is not None and not self.latent_graph[name].parents:
                 if shifted_shared is None and self.trunk is not None:   # the shared trunk once, not per node
-                    shifted_shared = self.shared_features(shifted, training)
-                q = self.q_node(name, shifted, [], training, shifted_shared)   # log q(node | t(x)); config.py
-            log_q = tf.where(mask, self.families[name].log_prob(q, observed), 0.0)
+                    shifted_shared = self.shared_features(shifted_rows, training)
+                q = self.q_node(name, shifted_rows, [], training, shifted_shared)   # log q(node | t(x)); config.py
+                log_q = tf.where(mask[first:], self.families[name].log_prob(q, observed[first:]), 0.0)
+                log_q = tf.concat([tf.zeros([first]), log_q], 0) if first else log_q
+            else:
+                log_q = tf.where(mask, self.families[name].log_prob(q, observed), 0.0)
             terms[f"log_q/{name}"] = expectation(weights, log_q)
             terms[f"observed/{name}"] = tf.cast(mask, tf.float32)
             any_observed = any_observed | mask

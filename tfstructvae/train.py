@@ -214,6 +214,7 @@ def prepare_training(cfg: Config, data: ImageDataset | None = None,
     with (strategy or tf.distribute.get_strategy()).scope():
         model = compile_model(build_model(cfg, data.image_shape), cfg, steps)
     model.set_labelled_tail(*labelled_tail(cfg, data, split))
+    model.set_label_rows(label_rows(cfg, data, split))
     if cfg.data.supervision_mode == "rate" and 0 < cfg.data.supervision_rate < 1:
         # a labelled minibatch is labelled throughout: its labels are not enumerated
         model.set_labelled_batches(labelled_pool_nodes(cfg, data, split))
@@ -237,6 +238,22 @@ def labelled_tail(cfg: Config, data: ImageDataset, split: LabelledSplit) -> tupl
     if share < 1:
         return 0, ()
     return d.batch_size, labelled_pool_nodes(cfg, data, split)
+
+
+def label_rows(cfg: Config, data: ImageDataset, split: LabelledSplit) -> int:
+    """How many rows at the end of every training minibatch can carry a label
+    (`StructuredVAE.set_label_rows`); 0 when a label can sit on any row.
+
+    In `share` mode the pipeline lays every minibatch out with its round(share * B) labelled
+    examples last. That holds for the class; another node's labels may also sit on unlabelled
+    images (`data.node_labels` other than "labelled", `node_labelled_share`), so those graphs
+    declare nothing."""
+    d = cfg.data
+    if d.supervision_mode != "share" or not 0 < d.labelled_share < 1 or d.node_labelled_share:
+        return 0
+    if isinstance(node_labels(cfg, data, "train", split.labelled[:1]), dict) and d.node_labels != "labelled":
+        return 0
+    return round(d.labelled_share * d.batch_size)
 
 
 def labelled_pool_nodes(cfg: Config, data: ImageDataset, split: LabelledSplit) -> tuple[str, ...]:
