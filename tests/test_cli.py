@@ -208,3 +208,15 @@ def test_two_digit_example_runs_in_smoke_mode(mnist_dir):
     errors = [float(ln.split(":")[1].strip(" %")) for ln in result.stdout.splitlines() if "digit test error" in ln]
     assert len(errors) == 2 and all(0 <= e <= 100 for e in errors)
     assert "right digit swapped 0..9, image shape: (10, 28, 56, 1)" in result.stdout
+
+
+def test_train_without_a_preset_builds_the_default_and_says_which():
+    import argparse
+    from tfstructvae.cli import _add_train_args, config_from_args
+    from tfstructvae.config import DEFAULT_PRESET, get_preset
+    parser = argparse.ArgumentParser()
+    _add_train_args(parser)
+    cfg = config_from_args(parser.parse_args(["--output-dir", "runs/x"]))
+    assert cfg.preset == DEFAULT_PRESET == "mnist-shift"
+    assert cfg.objective == get_preset(DEFAULT_PRESET).objective and cfg.objective.augment_weight > 0
+    assert f"default: {DEFAULT_PRESET}" in parser.format_help()

@@ -8,7 +8,7 @@ import sys
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", help="named configuration (default: mnist-best)")
+    p.add_argument("--preset", help="named configuration (default: mnist-shift)")
     p.add_argument("--config", help="a configuration file instead of a preset: a run's config.json or the "
                    "best_config.json `tfstructvae tune` writes (the options below still override it)")
     p.add_argument("--data-dir", help="directory with the dataset's IDX or .npz files "
@@ -47,7 +47,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args):
-    from tfstructvae.config import Config, ConfigError, get_preset, parse_overrides
+    from tfstructvae.config import DEFAULT_PRESET, Config, ConfigError, get_preset, parse_overrides
     if args.config and args.preset:
         raise ConfigError("give --preset or --config, not both")
     if args.config:
@@ -57,7 +57,7 @@ def config_from_args(args):
             except json.JSONDecodeError as e:
                 raise ConfigError(f"{args.config} is not a JSON configuration: {e}") from None
     else:
-        cfg = get_preset(args.preset or "mnist-best")
+        cfg = get_preset(args.preset or DEFAULT_PRESET)
     seeds = {f"{s}": args.seed for s in ("data.label_seed", "data.data_seed", "train.init_seed")}
     changes = {
         **seeds,
