@@ -93,7 +93,7 @@ def time_to_error_table() -> str:
                               f"{first['config']['data']['labels_per_class']} labels per class, label draw "
                               f"{first['config']['data']['label_seed']}; the clock counts training only "
                               "(`python benchmarks/time_to_error.py --data-dir ../shared/data/mnist --seed "
-                              f"{first['config']['data']['label_seed']} --out FILE.json [--set ...]`).\n")
+                              f"{first['config']['data']['label_seed']} --preset PRESET --out FILE.json [--set ...]`).\n")
 
 
 def fit_table() -> str:

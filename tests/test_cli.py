@@ -197,7 +197,7 @@ def test_the_shipped_model_serves_without_the_package_and_classifies_well(tmp_pa
     accuracy = (np.argmax(got["classify"], -1) == mnist.y_test[:200]).mean()
     assert accuracy > 0.95 and got["decode"] == [2, 28, 28, 1]
     metrics = json.load(open(os.path.join(shipped, "metrics.json")))
-    assert metrics["preset"] == "mnist-best" and metrics["test_error"] < 0.03
+    assert metrics["preset"] == "mnist-shift" and metrics["test_error"] < 0.03     # config.DEFAULT_PRESET
 
 
 def test_two_digit_example_runs_in_smoke_mode(mnist_dir):

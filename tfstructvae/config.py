@@ -673,7 +673,7 @@ PRESETS = {
 
 # What `tfstructvae train` builds without --preset or --config: the lowest MNIST test error of the
 # presets that keep the paper's 2-d style (so the style grid and analogies still read), on every
-# label draw and label count measured (README "Results"). Its step costs about twice `mnist-best`'s
+# label draw and label count measured (README "Results"). Its step costs 1.14-1.29 times `mnist-best`'s
 # (a second pass of q(y|x) on the shifted copies). The speed figures and the supervision-rate study
 # in docs/results.md were measured on `mnist-best`, the default before it.
 DEFAULT_PRESET = "mnist-shift"
