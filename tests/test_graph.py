@@ -388,12 +388,13 @@ def test_labelled_tail_gives_the_same_terms():
     assert model.labelled_tail == 0 and model.training_terms(x, labels)["elbo"].shape == (6,)
 
 
-def test_label_rows_read_the_shifted_copies_only_where_a_label_can_be():
+@pytest.mark.parametrize("estimator", ["enumerate", "plugin", "relaxed"])
+def test_label_rows_read_the_shifted_copies_only_where_a_label_can_be(estimator):
     # objective.augment_labelled reads each label on a shifted copy; with the share pipeline's
     # layout declared (labels only in the last 2 rows), q(y | t(x)) runs on those 2 rows alone
     # and every term keeps its value (the same noise: the seed generator's state is restored).
     model = small(LatentGraph(Categorical("y", 3, labelled=True), Normal("z", 2, parents=("y",))),
-                  augment_labelled=True, augment_shift=2, mixup_weight=1.0)
+                  augment_labelled=True, augment_shift=2, mixup_weight=1.0, augment_weight=1.0, estimator=estimator)
     x, labels = images(6), tf.constant([-1, -1, -1, -1, 2, 0])
     state = model.seed_generator.state.numpy()
     whole = model.objective_terms(x, labels, training=True)
