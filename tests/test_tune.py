@@ -89,7 +89,7 @@ def test_grid_values_parse_as_json_and_keep_lists_whole():
 def test_a_recipe_brings_a_presets_objective_and_classifier_and_keeps_the_rest():
     from tfstructvae import get_preset
     from tfstructvae.tune import DEFAULT_GRID, point_config
-    assert parse_grid(["recipe=mnist-best,fashion-mnist"]) == DEFAULT_GRID
+    assert parse_grid(["recipe=mnist-shift,fashion-mnist"]) == DEFAULT_GRID
     with pytest.raises(ConfigError, match="unknown recipe 'mnist-bset'"):
         parse_grid(["recipe=mnist-best,mnist-bset"])
     mine = get_preset("mnist-paper").override(**{"train.epochs": 3, "data.labels_per_class": 7,

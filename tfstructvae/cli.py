@@ -170,7 +170,7 @@ def main(argv=None) -> int:
     tu.add_argument("--grid", action="append", default=[], metavar="SECTION.FIELD=V1,V2,...",
                     help="values to try for a field (repeat for more fields; every combination is trained); "
                     "recipe=PRESET1,PRESET2 tries each preset's objective and classifier on your data and "
-                    "schedule (--set values still win). Default: recipe=mnist-best,fashion-mnist")
+                    "schedule (--set values still win). Default: recipe=mnist-shift,fashion-mnist")
     tu.add_argument("--seeds", metavar="S1,S2,...",
                     help="train every point on each of these label draws (labelled examples, hold-out, data "
                     "order, initial weights) and keep the lowest mean: one draw can hide a failure another "
