@@ -54,8 +54,11 @@ def test_impossible_models_are_refused():
         small(big)
     assert small(big, max_enumeration_rows=1600).estimators["b"].rows.shape == (1600, 1, 40)
     with pytest.raises(GraphError, match="consistency regularisers need a labelled node that depends on x alone"):
-        small(LatentGraph(Normal("a", 2), Categorical("y", 3, parents=("a",), labelled=True)),
+        small(LatentGraph(Categorical("c", 2), Categorical("y", 3, parents=("c",), labelled=True)),
               consistency_weight=1.0)
+    with pytest.raises(GraphError, match="consistency regularisers need a labelled node that depends on x alone"):
+        small(LatentGraph(Normal("a", 2, labelled=True), Categorical("y", 3, parents=("a",), labelled=True)),
+              consistency_weight=1.0, consistency_nodes="classifiers")
     with pytest.raises(ConfigError, match="model.graph: node 'y': unknown family 'poisson'"):
         ModelConfig(graph=({"family": "poisson", "name": "y", "size": 3},)).validate()
     model = small(LatentGraph(Categorical("a", 3, labelled=True), Categorical("b", 2, labelled=True)))
@@ -546,3 +549,34 @@ def test_set_null_clears_a_field_that_a_preset_sets():
     assert cleared.model.classifier_units is None and cleared.model.shared_encoder
     assert best.override(**{"model.classifier_units": None}).model.classifier_units == (1200, 600, 300)
     assert json.loads(cleared.to_json())["model"]["classifier_units"] is None
+
+
+def auxiliary_graph():
+    """Maaloe et al. (2016)'s auxiliary latent: q(a|x) q(y|x,a) q(z|x,a,y), p(x|a,y,z)."""
+    return LatentGraph(Normal("a", 3), Categorical("y", 4, parents=("a",), labelled=True),
+                       Normal("z", 2, parents=("a", "y")))
+
+
+@pytest.mark.parametrize("estimator", ["enumerate", "plugin"])
+def test_consistency_terms_hold_a_classifier_that_reads_an_auxiliary_latent(estimator):
+    """q(y|x,a) with a ~ q(a|x) depends on x alone: the consistency terms recompute it on the
+    perturbed x with a drawn again from q(a | perturbed x), so their gradient reaches q(a|x)."""
+    graph = auxiliary_graph()
+    assert graph.reads_x_alone("a") and graph.reads_x_alone("y") and not graph.reads_x_alone("z")
+    model = small(graph, estimator=estimator, consistency_weight=1.0, augment_weight=1.0, mixup_weight=1.0,
+                  augment_labelled=True)
+    assert [n.name for n in model.held_still] == ["y"]
+    x, y = images(6), tf.constant([0, 1, -1, -1, -1, 3])
+    q_a = model.q_nets[model.node_index["a"]].trainable_variables
+    for term in ("consistency", "augment", "mixup", "log_q/y"):
+        with tf.GradientTape() as tape:
+            value = model.objective_terms(x, y, training=True)[term]
+        assert value.shape == (6,) and np.all(np.isfinite(value.numpy())), term
+        grads = tape.gradient(value, q_a)                  # of the sum over the minibatch
+        assert any(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads), term
+    # a fresh a each call: the classifier's input is noisy; a node without parents reads x alone
+    assert not np.allclose(model.q_from_x("y", x).probs_parameter(), model.q_from_x("y", x).probs_parameter())
+    np.testing.assert_allclose(model.q_from_x("a", x).mean(), model.q_node("a", x, []).mean())
+    assert model.classify(x).shape == (6, 4)
+    with pytest.raises(GraphError, match="augment_teacher runs the weight average.*'y', \\('a',\\)"):
+        small(graph, augment_weight=1.0, augment_teacher=True)

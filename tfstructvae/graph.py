@@ -29,7 +29,15 @@ The running example (Siddharth et al. 2016) is
     LatentGraph(Categorical("y", 10, labelled=True),
                 Normal("z", 2, parents=("y",)))
 
-i.e. q(y|x) q(z|x,y) with p(y) = Cat(1/K), p(z) = N(0, I).
+i.e. q(y|x) q(z|x,y) with p(y) = Cat(1/K), p(z) = N(0, I). An auxiliary latent in the
+encoder (Maaloe et al. 2016) is one more Normal node that the classifier reads:
+
+    LatentGraph(Normal("a", 16),
+                Categorical("y", 10, labelled=True, parents=("a",)),
+                Normal("z", 16, parents=("a", "y")))
+
+q(a|x) q(y|x,a) q(z|x,a,y), with p(a) = N(0, I) and a read by p(x|a,y,z) (the skip form, SDGM).
+q(y|x,a) still reads x alone through a (`reads_x_alone`), so the consistency terms hold it.
 """
 
 from __future__ import annotations
@@ -174,11 +182,13 @@ class LatentGraph:
                 raise GraphError(f"node {node.name!r}: scale_floor must be > 0, got {floor}")
             if node.alpha is not None and (node.alpha < 0 or not node.labelled):
                 raise GraphError(f"node {node.name!r}: alpha={node.alpha} needs a labelled node and alpha >= 0")
-            if node.consistency is not None and (node.consistency < 0 or (
-                    node.consistency > 0 and (not node.labelled or node.parents))):
-                raise GraphError(f"node {node.name!r}: consistency={node.consistency} needs a labelled node "
-                                 "that depends on x alone (no parents) and a weight >= 0")
             seen.add(node.name)
+        for node in self.nodes:
+            if node.consistency is not None and (node.consistency < 0 or (
+                    node.consistency > 0 and (not node.labelled or not self.reads_x_alone(node.name)))):
+                raise GraphError(f"node {node.name!r}: consistency={node.consistency} needs a labelled node "
+                                 "that depends on x alone (no parents, or free Normal parents that do) "
+                                 "and a weight >= 0")
 
     # ------------------------------------------------------------ queries
 
@@ -197,6 +207,15 @@ class LatentGraph:
         if not self.classifier_nodes:
             raise GraphError("this graph has no labelled categorical node")
         return self.classifier_nodes[0]
+
+    def reads_x_alone(self, name: str) -> bool:
+        """Whether q(name | x, parents) is a function of x and noise alone: the node has no
+        parents, or only free (unlabelled) Normal parents that read x alone in turn. An auxiliary
+        latent a ~ q(a|x) feeding the classifier q(y|x, a) (Maaloe et al. 2016's ADGM / SDGM) is
+        such a parent. The consistency terms, which perturb x, recompute such a node's q with
+        those parents drawn again from q(. | perturbed x) (StructuredVAE.q_from_x)."""
+        return all(isinstance(self[p], Normal) and not self[p].labelled and self.reads_x_alone(p)
+                   for p in self[name].parents)
 
     @property
     def continuous(self) -> list[Normal]:

@@ -100,21 +100,28 @@ class StructuredVAE(keras.Model):
         self.label_node = graph.classifier_nodes[0] if graph.classifier_nodes else None
         self.num_classes = self.label_node.size if self.label_node else None
         # Regularisers on q(y|x) (entropy, consistency) apply to labelled categorical nodes; the
-        # consistency terms perturb x, so they need nodes that depend on x alone, and with
+        # consistency terms perturb x, so they need nodes that depend on x alone (directly, or through
+        # an auxiliary latent drawn from q(a|x): graph.reads_x_alone), and with
         # consistency_nodes="labelled" they hold every such labelled node still, of any family.
         by_rule = [n for n in (graph.classifier_nodes if objective_config.consistency_nodes == "classifiers"
-                               else graph.labelled_nodes) if not n.parents]
+                               else graph.labelled_nodes) if graph.reads_x_alone(n.name)]
         self.held_still = [n for n in graph.labelled_nodes
                            if (n in by_rule and n.consistency != 0) or (n.consistency or 0) > 0]
         if (objective_config.consistency_weight or objective_config.augment_weight) and not self.held_still:
-            raise GraphError("the consistency regularisers need a labelled node that depends on x alone "
-                             "(a categorical one unless objective.consistency_nodes='labelled'); this "
+            raise GraphError("the consistency regularisers need a labelled node that depends on x alone, "
+                             "directly or through free Normal parents that do (a categorical one unless "
+                             "objective.consistency_nodes='labelled'); this "
                              f"graph's labelled nodes are {[(n.name, n.parents) for n in graph.labelled_nodes]}")
 
         if objective_config.mixup_weight and not any(n in graph.classifier_nodes for n in self.held_still):
             raise GraphError("objective.mixup_weight mixes the targets of a labelled categorical node that "
                              f"depends on x alone; this graph's labelled nodes are "
                              f"{[(n.name, n.parents) for n in graph.labelled_nodes]}")
+        if objective_config.augment_teacher and any(n.parents for n in self.held_still):
+            raise GraphError("objective.augment_teacher runs the weight average of a node's network on x "
+                             "alone; the held nodes "
+                             f"{[(n.name, n.parents) for n in self.held_still if n.parents]} read parents "
+                             "(an auxiliary latent): drop augment_teacher or those parents")
         self.node_index = {n.name: i for i, n in enumerate(graph)}
         with dtype_policy(model_config.dtype_policy):     # the networks' layers; the model's own inputs stay float32
             self._create_networks(model_config)
@@ -235,6 +242,26 @@ class StructuredVAE(keras.Model):
             features = self.x_bodies[i](x, training=training)                 # (B, F)
             out = self.q_nets[i]([features, *parent_values], training=training)
         return self._node_distribution(name, out)
+
+    def q_from_x(self, name, x, training=False, shared=None) -> tfd.Distribution:
+        """q(name | x) for a node that reads x alone (LatentGraph.reads_x_alone): its own network
+        on x, its continuous ancestors (an auxiliary latent a of q(y | x, a)) drawn afresh from
+        q(. | x) on the way, reparameterised. What the consistency terms recompute on a perturbed or
+        transformed x; for a node without parents, q_node(name, x, []). (B,)"""
+        graph = self.latent_graph
+        if shared is None:
+            shared = self.shared_features(x, training)
+        ancestors, todo = set(), list(graph[name].parents)
+        while todo:
+            parent = todo.pop()
+            ancestors.add(parent)
+            todo.extend(graph[parent].parents)
+        values = {}
+        for node in graph:            # graph order: parents before children
+            if node.name in ancestors:
+                q = self.q_node(node.name, x, [values[p] for p in node.parents], training, shared)
+                values[node.name] = self.families[node.name].sample(q, self._sample_seed())
+        return self.q_node(name, x, [values[p] for p in graph[name].parents], training, shared)
 
     def _node_distribution(self, name, out) -> tfd.Distribution:
         """The node's family with the parameters `out` of its network, in float32 under any dtype policy."""
@@ -550,10 +577,10 @@ class StructuredVAE(keras.Model):
             if observed is None:                                                # no labels for this node
                 terms[f"log_q/{name}"] = terms[f"observed/{name}"] = tf.zeros(batch)
                 continue
-            if shifted is not None and not self.latent_graph[name].parents:
+            if shifted is not None and self.latent_graph.reads_x_alone(name):
                 if shifted_shared is None and self.trunk is not None:   # the shared trunk once, not per node
                     shifted_shared = self.shared_features(shifted_rows, training)
-                q = self.q_node(name, shifted_rows, [], training, shifted_shared)   # log q(node | t(x)); config.py
+                q = self.q_from_x(name, shifted_rows, training, shifted_shared)   # log q(node | t(x)); config.py
                 log_q = tf.where(mask[first:], self.families[name].log_prob(q, observed[first:]), 0.0)
                 log_q = tf.concat([tf.zeros([first]), log_q], 0) if first else log_q
             else:
@@ -573,7 +600,7 @@ class StructuredVAE(keras.Model):
         if cfg.consistency_weight and training:
             terms["consistency"] = tf.add_n([
                 _weighted(node, objectives.virtual_adversarial_kl(
-                    lambda xp, n=node.name: self.q_node(n, xp, [], training),
+                    lambda xp, n=node.name: self.q_from_x(n, xp, training),
                     x, per_node[node.name][0], self._sample_seed(), cfg.consistency_epsilon, cfg.consistency_xi))
                 for node in self.held_still])
         # the target q(node | x) of the augmentation and MixUp terms, the teacher's computed once for both
@@ -582,7 +609,7 @@ class StructuredVAE(keras.Model):
         if cfg.augment_weight and training:
             terms["augment"] = tf.add_n([
                 _weighted(node, objectives.augmentation_kl(
-                    lambda xp, n=node.name: self.q_node(n, xp, [], training),
+                    lambda xp, n=node.name: self.q_from_x(n, xp, training),
                     x, targets[node.name],
                     self._sample_seed(),
                     cfg.augment_shift, cfg.augment_flip, cfg.augment_cutout, cfg.augment_threshold,
@@ -592,7 +619,7 @@ class StructuredVAE(keras.Model):
         if cfg.mixup_weight and training:
             terms["mixup"] = tf.add_n([
                 _weighted(node, objectives.mixup_kl(
-                    lambda xp, n=node.name: self.q_node(n, xp, [], training),
+                    lambda xp, n=node.name: self.q_from_x(n, xp, training),
                     x if shifted is None else shifted, per_node[node.name][0],
                     self._mixup_targets(targets[node.name], per_node[node.name]),
                     self._sample_seed(), cfg.mixup_concentration))
