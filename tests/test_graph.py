@@ -580,3 +580,36 @@ def test_consistency_terms_hold_a_classifier_that_reads_an_auxiliary_latent(esti
     assert model.classify(x).shape == (6, 4)
     with pytest.raises(GraphError, match="augment_teacher runs the weight average.*'y', \\('a',\\)"):
         small(graph, augment_weight=1.0, augment_teacher=True)
+
+
+def test_an_auxiliary_node_is_left_out_of_the_decoder_and_explained_by_its_own_prior():
+    """ADGM (Maaloe et al. 2016): p(x|y,z) p(a|x,y,z); the ELBO's term for a is
+    log q(a|x) - log p(a|x,y,z) at a's sample, per enumerated y, under q's weights."""
+    graph = LatentGraph(Normal("a", 3, auxiliary=True), Categorical("y", 4, parents=("a",), labelled=True),
+                        Normal("z", 2, parents=("a", "y")))
+    assert [n.name for n in graph.decoded_nodes] == ["y", "z"] and graph.reads_x_alone("y")
+    model = small(graph, estimator="enumerate", consistency_weight=1.0)
+    assert model.p_net.n_inputs == 2
+    x = images(5)
+    terms = model.objective_terms(x, tf.constant([0, -1, -1, 2, -1]), training=True)
+    assert terms["kl/a"].shape == (5,) and np.all(np.isfinite(terms["elbo"].numpy()))
+    # the decoder ignores a: any value of a decodes alike, and a may be left out by name
+    y, z = tf.one_hot([0, 1, 2, 3, 0], 4), tf.zeros([5, 2])
+    np.testing.assert_allclose(model.decode(a=tf.ones([5, 3]), y=y, z=z).mean(), model.decode(y=y, z=z).mean())
+    # the term for a, by hand from the same noise: draw the model's sample again with its seed state
+    seed_state = model.seed_generator.state.numpy()
+    terms = model.objective_terms(x, training=False)
+    model.seed_generator.state.assign(seed_state)
+    q_a = model.q_node("a", x, [])
+    a = model.families["a"].sample(q_a, model._sample_seed())
+    q_y = model.q_node("y", x, [a]).probs_parameter()                          # (B, K)
+    rows = tf.eye(4)[:, None, :]                                               # (K, 1, K)
+    q_z = model.q_node("z", x, [a, rows])
+    z = model.families["z"].sample(q_z, model._sample_seed())                  # (K, B, 2)
+    log_p_a = model.auxiliary_prior("a", x, {"y": rows, "z": z}).log_prob(a)   # (K, B)
+    by_hand = tf.reduce_sum(tf.transpose(q_y) * (q_a.log_prob(a) - log_p_a), axis=0)
+    np.testing.assert_allclose(terms["kl/a"].numpy(), by_hand.numpy(), rtol=1e-4, atol=1e-4)
+    with pytest.raises(GraphError, match="an auxiliary node is free"):
+        LatentGraph(Normal("a", 3, auxiliary=True, labelled=True), Categorical("y", 4))
+    with pytest.raises(GraphError, match="every node is auxiliary"):
+        LatentGraph(Normal("a", 3, auxiliary=True))

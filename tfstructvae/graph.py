@@ -36,8 +36,10 @@ encoder (Maaloe et al. 2016) is one more Normal node that the classifier reads:
                 Categorical("y", 10, labelled=True, parents=("a",)),
                 Normal("z", 16, parents=("a", "y")))
 
-q(a|x) q(y|x,a) q(z|x,a,y), with p(a) = N(0, I) and a read by p(x|a,y,z) (the skip form, SDGM).
-q(y|x,a) still reads x alone through a (`reads_x_alone`), so the consistency terms hold it.
+q(a|x) q(y|x,a) q(z|x,a,y), with p(a) = N(0, I) and a read by p(x|a,y,z) (the skip form, SDGM);
+with `Normal("a", 16, auxiliary=True)` the decoder p(x|y,z) does not read a and its prior is
+p(a|x,y,z), a learned network (ADGM). q(y|x,a) still reads x alone through a (`reads_x_alone`),
+so the consistency terms hold it.
 """
 
 from __future__ import annotations
@@ -112,6 +114,10 @@ class Normal(_Node):
     estimators: ClassVar[tuple[str, ...]] = ("sample",)
     default_estimator: ClassVar[str] = "sample"
     scale_floor: float | None = None
+    # An auxiliary latent (Maaloe et al. 2016's ADGM): p(x | ...) does not read it, and its prior
+    # p(node | x, every non-auxiliary node) is a learned network, so q may use it (as the parent
+    # of a classifier, q(y | x, a)) while the generative model only has to explain it.
+    auxiliary: bool = False
 
 
 @dataclass(frozen=True)
@@ -177,12 +183,17 @@ class LatentGraph:
                                  f"{node.family} node; expected one of {node.estimators}")
             if node.network is not None and node.network not in NETWORKS:
                 raise GraphError(f"node {node.name!r}: unknown network {node.network!r}; expected one of {NETWORKS}")
+            if getattr(node, "auxiliary", False) and (node.labelled or node.prior_parents):
+                raise GraphError(f"node {node.name!r}: an auxiliary node is free and its prior reads x and "
+                                 "every other node: drop labelled and prior_parents")
             floor = getattr(node, "scale_floor", None)
             if floor is not None and not floor > 0:
                 raise GraphError(f"node {node.name!r}: scale_floor must be > 0, got {floor}")
             if node.alpha is not None and (node.alpha < 0 or not node.labelled):
                 raise GraphError(f"node {node.name!r}: alpha={node.alpha} needs a labelled node and alpha >= 0")
             seen.add(node.name)
+        if not self.decoded_nodes:
+            raise GraphError("every node is auxiliary: p(x | ...) needs at least one node to read")
         for node in self.nodes:
             if node.consistency is not None and (node.consistency < 0 or (
                     node.consistency > 0 and (not node.labelled or not self.reads_x_alone(node.name)))):
@@ -207,6 +218,15 @@ class LatentGraph:
         if not self.classifier_nodes:
             raise GraphError("this graph has no labelled categorical node")
         return self.classifier_nodes[0]
+
+    @property
+    def decoded_nodes(self) -> list[Node]:
+        """The nodes p(x | ...) reads: all but the auxiliary ones."""
+        return [n for n in self.nodes if not getattr(n, "auxiliary", False)]
+
+    @property
+    def auxiliary_nodes(self) -> list[Normal]:
+        return [n for n in self.nodes if getattr(n, "auxiliary", False)]
 
     def reads_x_alone(self, name: str) -> bool:
         """Whether q(name | x, parents) is a function of x and noise alone: the node has no

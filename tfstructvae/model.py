@@ -161,10 +161,16 @@ class StructuredVAE(keras.Model):
         if model_config.network == "conv":
             if len(self.image_shape) != 3:
                 raise ValueError(f"the conv network needs (H, W, C) images, got {self.image_shape}")
-            self.p_net = DeconvDecoder(hidden, self.image_shape, len(graph), batch_norm=bn, name="p_x")
+            self.p_net = DeconvDecoder(hidden, self.image_shape, len(graph.decoded_nodes), batch_norm=bn, name="p_x")
         else:
-            self.p_net = mlp(hidden, self.num_pixels, n_inputs=len(graph), batch_norm=bn,
+            self.p_net = mlp(hidden, self.num_pixels, n_inputs=len(graph.decoded_nodes), batch_norm=bn,
                              activation=model_config.activation, name="p_x")
+        # p(a | x, the decoded nodes) of each auxiliary node: a network of its own on x and their values
+        self.auxiliary_priors = {
+            n.name: (x_body(model_config.network, bn, name=f"p_{n.name}_body"),
+                     mlp(hidden, self.families[n.name].param_size(n.size), n_inputs=1 + len(graph.decoded_nodes),
+                         batch_norm=bn, activation=model_config.activation, name=f"p_{n.name}"))
+            for n in graph.auxiliary_nodes}
         self.prior_nets = {n.name: SummedLinear(self.families[n.name].param_size(n.size), len(n.prior_parents),
                                                 name=f"p_{n.name}")
                            for n in graph if n.prior_parents}
@@ -209,7 +215,9 @@ class StructuredVAE(keras.Model):
         graph = self.latent_graph
         for node in graph:
             self.q_node(node.name, x, [tf.zeros([1, graph[p].size]) for p in node.parents])
-        self.p_net([tf.zeros([1, n.size]) for n in graph])
+        self.p_net([tf.zeros([1, n.size]) for n in graph.decoded_nodes])
+        for body, net in self.auxiliary_priors.values():
+            net([body(x), *[tf.zeros([1, n.size]) for n in graph.decoded_nodes]])
         for name, net in self.prior_nets.items():
             net([tf.zeros([1, graph[p].size]) for p in graph[name].prior_parents])
         self.built = True
@@ -302,14 +310,26 @@ class StructuredVAE(keras.Model):
         out = tf.cast(self.prior_nets[name]([values[p] for p in node.prior_parents]), tf.float32)  # (B, P) | (E, B, P)
         return family.distribution(out, self.model_config.scale_floor)
 
+    def auxiliary_prior(self, name, x, values, training=False) -> tfd.Distribution:
+        """p(a | x, the decoded nodes' values) of an auxiliary node a (ADGM). Batch (B,) | (E, B)."""
+        body, net = self.auxiliary_priors[name]
+        out = net([body(x, training=training), *[values[n.name] for n in self.latent_graph.decoded_nodes]],
+                  training=training)
+        return self._node_distribution(name, out)
+
     def p_x_given_latents(self, latent_values, training=False) -> tfd.Distribution:
-        """p(x | all latents), one event per image; latents listed in graph order.
+        """p(x | all latents), one event per image; latents listed in graph order (the values of
+        auxiliary nodes, which p does not read, may be given or left out).
 
         Bernoulli(logits) for binary-like images; for natural colour images a Normal
         with mean sigmoid(g) and a learned per-pixel scale (softplus + floor), a proper
         density on intensities whose noise level is fitted rather than fixed.
         """
-        out = tf.cast(self.p_net(list(latent_values), training=training), tf.float32)  # (..., B, P) | (..., B, H, W, C)
+        latent_values = list(latent_values)
+        if len(latent_values) == len(self.latent_graph) and self.latent_graph.auxiliary_nodes:
+            auxiliary = self.latent_graph.auxiliary_nodes
+            latent_values = [v for n, v in zip(self.latent_graph, latent_values) if n not in auxiliary]
+        out = tf.cast(self.p_net(latent_values, training=training), tf.float32)  # (..., B, P) | (..., B, H, W, C)
         if self.model_config.network != "conv":
             out = tf.reshape(out, tf.concat([tf.shape(out)[:-1], self.image_shape], axis=0))
         if self.model_config.likelihood == "normal":
@@ -421,8 +441,9 @@ class StructuredVAE(keras.Model):
 
     def decode(self, *values, **named) -> tfd.Distribution:
         """p(x | latents). Positional: the first labelled categorical node's value, then the other
-        nodes in graph order (`decode(y, z)` for M2); or every node by name. Categorical values
-        may be int labels (B,) or vectors (B, K)."""
+        nodes in graph order (`decode(y, z)` for M2); or every node by name, where auxiliary nodes
+        (which p(x | ...) does not read) may be left out. Categorical values may be int labels (B,)
+        or vectors (B, K)."""
         order = [n.name for n in self.latent_graph]
         if values:
             if self.label_node is not None:
@@ -431,11 +452,11 @@ class StructuredVAE(keras.Model):
             if len(values) != len(order) or named:
                 raise ValueError(f"decode takes one value per node, in the order {order}, or all by name")
             named = dict(zip(order, values))
-        missing = set(order) - set(named)
+        missing = set(order) - set(named) - {n.name for n in self.latent_graph.auxiliary_nodes}
         if missing:
             raise ValueError(f"decode needs a value for every node; missing {sorted(missing)}")
         latents = []
-        for node in self.latent_graph:
+        for node in self.latent_graph.decoded_nodes:
             v = tf.convert_to_tensor(named[node.name])
             if node.family == "categorical" and v.dtype.is_integer:
                 v = tf.one_hot(v, node.size)
@@ -556,6 +577,12 @@ class StructuredVAE(keras.Model):
                 weights = node_terms.weight if weights is None else weights * node_terms.weight   # (E, B)
             per_node[node.name] = (q, node_terms.kl, observed, mask)
 
+        for node in self.latent_graph.auxiliary_nodes:
+            # log q(a | x) - log p(a | x, y, z) at a's sample: its prior reads nodes sampled after it
+            q, _, observed, mask = per_node[node.name]
+            prior = self.auxiliary_prior(node.name, x, values, training)
+            per_node[node.name] = (q, q.log_prob(values[node.name]) - prior.log_prob(values[node.name]),
+                                   observed, mask)                              # (B,) | (E, B)
         reconstruction = self.p_x_given_latents(
             [values[n.name] for n in self.latent_graph], training).log_prob(x)    # (B,) | (E, B)
         terms = {"reconstruction": expectation(weights, reconstruction)}
