@@ -51,7 +51,7 @@ def dense_shapes(model, batch: int, estimator: str) -> list[tuple[int, int, int]
         rows = K * batch if enumerated else batch
         shapes += [(rows, *d.kernel.shape) for d in net.hidden] + [(rows, *net.head.kernel.shape)]
     enumerated = estimator == "enumerate"
-    for node, proj in zip(model.latent_graph, model.p_net.input_projections):
+    for node, proj in zip(model.latent_graph.decoded_nodes, model.p_net.input_projections):
         rows = (K if node.name == label else K * batch) if enumerated else batch
         shapes.append((rows, *proj.kernel.shape))
     rows = K * batch if enumerated else batch
