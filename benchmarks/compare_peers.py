@@ -11,7 +11,12 @@ no other term. Here: `mnist-paper` with `model.hidden_units=[500]`, `model.style
 
 1. Step throughput on one fixed unlabelled and one fixed labelled minibatch: Pyro's parallel
    enumeration; the package's enumeration and plug-in, with and without XLA.
-2. With `--seconds S`: each side trains on real MNIST with 10 labels per class (a labelled
+2. The matrix-product work of each step (`matmul_work`): GFLOP per step from the shapes each side
+   runs, the rate each side runs them at, the machine's best rate (an n x n x n product on each
+   side), and the ceiling: the package's ratio to Pyro if its products ran at that best rate with
+   nothing else costing time. A target above the ceiling cannot be met by running faster, only by
+   doing less work.
+3. With `--seconds S`: each side trains on real MNIST with 10 labels per class (a labelled
    minibatch with probability 0.1) for S seconds of wall time; the test error of q(y|x) after it.
 
 Each side runs in its own process, one after the other, on `--threads` threads (TensorFlow's
@@ -38,7 +43,7 @@ def package_side(args) -> dict:
     """This process, as the package's side: the step timings, then the timed training."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
-    from throughput import step_seconds
+    from throughput import dense_shapes, step_seconds
     from tfstructvae import get_preset
     from tfstructvae.callbacks import FasterStep
     from tfstructvae.train import evaluate_model, prepare_training
@@ -49,11 +54,14 @@ def package_side(args) -> dict:
         for xla in (True, False):
             for kind in ("unlabelled", "labelled"):
                 cfg = base.override(**{"objective.estimator": estimator, "train.jit_compile": xla})
-                seconds, _ = step_seconds(cfg, 100, args.steps, args.warmup, kind=kind)
+                seconds, model = step_seconds(cfg, 100, args.steps, args.warmup, kind=kind)
+                # a labelled minibatch is fed its labels once (`set_labelled_batches`): plug-in's shapes
+                shapes = dense_shapes(model, 100, estimator if kind == "unlabelled" else "plugin")
                 timing[f"{estimator}{'' if xla else '_no_xla'}/{kind}"] = {
-                    "step_ms": 1e3 * seconds, "examples_per_sec": 100 / seconds}
+                    "step_ms": 1e3 * seconds, "examples_per_sec": 100 / seconds,
+                    "matmul_shapes": [list(s) for s in shapes]}
                 print(f"package {estimator:9s} xla={xla!s:5s} {kind:10s} {100 / seconds:8.0f} ex/s", flush=True)
-    result = {"peer": "tfstructvae", "threads": args.threads, "timing": timing}
+    result = {"peer": "tfstructvae", "threads": args.threads, "timing": timing, "peak_gflops": peak_gflops()}
     if args.seconds:
         cfg = base.override(**{"objective.estimator": "enumerate", "data.data_dir": args.data_dir,
                                "data.validation_size": 0, "train.epochs": 1000})
@@ -81,6 +89,43 @@ def package_side(args) -> dict:
                               "estimator": "enumerate", "xla": bool(run.model.jit_compile),
                               "step_ms_xla_and_not": {str(k): v for k, v in (chooser.step_ms if chooser else {}).items()}}
     return result
+
+
+def peak_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """TensorFlow's best float32 matrix-product rate here, with XLA or without (oneDNN): an
+    n x n x n product, median of `repeats`."""
+    import tensorflow as tf
+    from throughput import time_calls
+    a, b = tf.random.normal([n, n]), tf.random.normal([n, n])
+    best = 0.0
+    for xla in (True, False):
+        product = tf.function(lambda: tf.reduce_sum(a @ b), jit_compile=xla)
+        best = max(best, 2 * n ** 3 / time_calls(lambda: product().numpy(), repeats, 3) / 1e9)
+    return best
+
+
+def training_gflop(shapes) -> float:
+    """A step's matrix-product work: per (rows, d_in, d_out) the forward X W and the backward
+    dY W^T and X^T dY (as throughput.py's roofline counts them), 2 flops a multiply-add."""
+    return sum(6 * m * i * o for m, i, o in shapes) / 1e9
+
+
+def matmul_work(package: dict, pyro: dict) -> dict:
+    """Each step's matrix-product work, the rate each side runs it at, and the ceiling: the
+    package's ratio to Pyro if its products ran at the machine's best rate (the larger of the two
+    sides' n x n x n figures) and nothing else cost time."""
+    peak = max(package["peak_gflops"], pyro["peak_gflops"])
+    out = {"peak_gflops": peak, "pyro": {}, "package": {}, "ceiling_ratio_at_peak": {}}
+    for kind, row in pyro["timing"].items():
+        work = training_gflop(row["matmul_shapes"])
+        out["pyro"][kind] = {"gflop_per_step": work, "gflops": work / (row["step_ms"] / 1e3)}
+    for key, row in package["timing"].items():
+        kind = key.split("/")[1]
+        work = training_gflop(row["matmul_shapes"])
+        out["package"][key] = {"gflop_per_step": work, "gflops": work / (row["step_ms"] / 1e3),
+                               "work_against_pyro": work / out["pyro"][kind]["gflop_per_step"]}
+        out["ceiling_ratio_at_peak"][f"{key} / pyro"] = (pyro["timing"][kind]["step_ms"] / 1e3) / (work / peak)
+    return out
 
 
 def ratios(package: dict, pyro: dict) -> dict:
@@ -130,12 +175,20 @@ def main(argv=None) -> int:
     result = {"command": " ".join(["python", "benchmarks/compare_peers.py", *(argv or sys.argv[1:])]),
               "model": {k: list(v) if isinstance(v, tuple) else v for k, v in MODEL.items()},
               "pyro": sides["pyro"], "package": sides["package"],
-              "ratios_examples_per_sec": ratios(sides["package"], sides["pyro"])}
+              "ratios_examples_per_sec": ratios(sides["package"], sides["pyro"]),
+              "matmul_work": matmul_work(sides["package"], sides["pyro"])}
     from tfstructvae.rundir import write_json_atomic
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     write_json_atomic(args.out, result)
+    work = result["matmul_work"]
+    print(f"{'':38s} {'ratio':>6s} {'at peak':>8s} {'GFLOP/step':>10s} {'GFLOP/s':>8s}")
+    for kind, row in work["pyro"].items():
+        print(f"{'pyro/' + kind:38s} {'':6s} {'':8s} {row['gflop_per_step']:10.3f} {row['gflops']:8.1f}")
     for name, value in result["ratios_examples_per_sec"].items():
-        print(f"{name:38s} x{value:.2f}")
+        row = work["package"][name.split(" / ")[0]]
+        print(f"{name:38s} x{value:5.2f} x{work['ceiling_ratio_at_peak'][name]:7.2f} "
+              f"{row['gflop_per_step']:10.3f} {row['gflops']:8.1f}")
+    print(f"machine's best matrix-product rate: {work['peak_gflops']:.1f} GFLOP/s")
     if args.seconds:
         print(f"test error after {args.seconds:.0f} s: package {sides['package']['accuracy']['test_error']:.4f}, "
               f"pyro {sides['pyro']['accuracy']['test_error']:.4f}")

@@ -277,6 +277,18 @@ def test_compare_peers_times_pyro_and_the_package_on_the_same_model(tmp_path, mn
     assert ratio == (result["package"]["timing"]["enumerate/unlabelled"]["examples_per_sec"]
                      / result["pyro"]["timing"]["unlabelled"]["examples_per_sec"])
     assert "test error after 3 s" in stdout
+    # the work each step's products do: Pyro's enumeration runs encoder_z and the decoder on
+    # 10 x 100 rows; the package's q(z|x,y) reads x once (networks.py), so it does less
+    work = result["matmul_work"]
+    pyro_macs = 100 * (784 * 500 + 500 * 10) + 1000 * (794 * 500 + 500 * 100) + 1000 * (60 * 500 + 500 * 784)
+    assert abs(work["pyro"]["unlabelled"]["gflop_per_step"] - 6 * pyro_macs / 1e9) < 1e-9
+    enumerate_work = work["package"]["enumerate/unlabelled"]
+    assert 0.4 < enumerate_work["work_against_pyro"] < 0.9
+    assert work["package"]["plugin/unlabelled"]["gflop_per_step"] < enumerate_work["gflop_per_step"] / 3
+    peak = work["peak_gflops"]
+    assert peak >= max(result["package"]["peak_gflops"], result["pyro"]["peak_gflops"]) > 0
+    ceiling = work["ceiling_ratio_at_peak"]["enumerate/unlabelled / pyro"]
+    assert ceiling == (result["pyro"]["timing"]["unlabelled"]["step_ms"] / 1e3) / (enumerate_work["gflop_per_step"] / peak)
 
 
 def test_throughput_growth_curves_trace_each_step_once(tmp_path):

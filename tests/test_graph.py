@@ -401,16 +401,17 @@ def test_label_rows_read_the_shifted_copies_only_where_a_label_can_be(estimator)
     x, labels = images(6), tf.constant([-1, -1, -1, -1, 2, 0])
     state = model.seed_generator.state.numpy()
     whole = model.objective_terms(x, labels, training=True)
-    rows, q_node = [], model.q_node
+    rows, q_params = [], model._q_params
 
     def spy(name, xs, *args, **kwargs):
         rows.append(xs.shape[0])
-        return q_node(name, xs, *args, **kwargs)
-    model.q_node = spy
+        return q_params(name, xs, *args, **kwargs)
+    model._q_params = spy
     model.set_label_rows(2)
     model.seed_generator.state.assign(state)
     parts = model.objective_terms(x, labels, training=True)
-    assert 2 in rows and set(parts) == set(whole)
+    # q(y | x') in one call: the labels' 2 shifted rows, the shift term's 6 and MixUp's 6
+    assert 2 + 6 + 6 in rows and set(parts) == set(whole)
     for k in whole:
         np.testing.assert_allclose(parts[k].numpy(), whole[k].numpy(), rtol=2e-5, atol=2e-5, err_msg=k)
     assert parts["log_q/y"].numpy()[:4].tolist() == [0.0] * 4 and (parts["log_q/y"].numpy()[4:] < 0).all()
@@ -613,3 +614,31 @@ def test_an_auxiliary_node_is_left_out_of_the_decoder_and_explained_by_its_own_p
         LatentGraph(Normal("a", 3, auxiliary=True, labelled=True), Categorical("y", 4))
     with pytest.raises(GraphError, match="every node is auxiliary"):
         LatentGraph(Normal("a", 3, auxiliary=True))
+
+
+@pytest.mark.parametrize("graph", [LatentGraph(Categorical("y", 4, labelled=True), Normal("z", 2, parents=("y",))),
+                                   LatentGraph(Categorical("y", 4, labelled=True), Bernoulli("b", 2, labelled=True),
+                                               Normal("z", 2, parents=("y", "b")))],
+                         ids=["m2", "two_labelled_nodes"])
+def test_the_consistency_terms_read_their_minibatches_in_one_call_with_the_same_values(graph):
+    """The adversarial, shift and MixUp terms and the labels' shifted pass each read q(y | x') on a
+    minibatch of their own; the model stacks them into one call of q(y|x)'s network
+    (`q_from_x_parts`). Same noise, same values as four calls."""
+    model = small(graph, estimator="enumerate", consistency_weight=1.0, augment_weight=1.0, mixup_weight=1.0,
+                  augment_labelled=True, consistency_nodes="labelled")
+    x = images(6)
+    labels = {"y": tf.constant([0, 1, -1, -1, -1, 3])}
+    if "b" in [n.name for n in graph]:
+        labels["b"] = tf.constant([[0, 1], [1, 1], [-1, -1], [-1, -1], [0, 0], [-1, -1]])
+    calls = []
+    reads = model._q_params
+    model._q_params = lambda name, *a, **k: calls.append((name, a[0].shape[0])) or reads(name, *a, **k)
+    state = model.seed_generator.state.numpy()
+    stacked = model.objective_terms(x, labels, training=True)
+    # q(y|x): the clean pass, the adversarial probe, then one call on 6 + 6 + 6 + 6 rows
+    assert [rows for name, rows in calls if name == "y"] == [6, 6, 24]
+    model.seed_generator.state.assign(state)
+    model.q_from_x_parts = lambda name, xs, training=False: [model.q_from_x(name, p, training) for p in xs]
+    one_by_one = model.objective_terms(x, labels, training=True)
+    for term in ("consistency", "augment", "mixup", "log_q/y", "elbo"):
+        np.testing.assert_allclose(stacked[term], one_by_one[term], rtol=1e-5, atol=1e-6, err_msg=term)

@@ -242,20 +242,25 @@ class StructuredVAE(keras.Model):
     def q_node(self, name, x, parent_values, training=False, shared=None) -> tfd.Distribution:
         """q(name | x, parents(name)), batch shape (B,) or (E, B) when a parent is enumerated.
         `shared`: `shared_features(x)` where the caller has it already."""
+        return self._node_distribution(name, self._q_params(name, x, parent_values, training, shared))
+
+    def _q_params(self, name, x, parent_values, training=False, shared=None) -> tf.Tensor:
+        """The output of q(name | x, parents)'s network: its distribution's parameters. (B, P)"""
         i = self.node_index[name]
         if self.trunk is not None:
             h = shared if shared is not None else self.shared_features(x, training)
-            out = self.q_nets[i]([h, *parent_values])
-        else:
-            features = self.x_bodies[i](x, training=training)                 # (B, F)
-            out = self.q_nets[i]([features, *parent_values], training=training)
-        return self._node_distribution(name, out)
+            return self.q_nets[i]([h, *parent_values])
+        features = self.x_bodies[i](x, training=training)                     # (B, F)
+        return self.q_nets[i]([features, *parent_values], training=training)
 
     def q_from_x(self, name, x, training=False, shared=None) -> tfd.Distribution:
         """q(name | x) for a node that reads x alone (LatentGraph.reads_x_alone): its own network
         on x, its continuous ancestors (an auxiliary latent a of q(y | x, a)) drawn afresh from
         q(. | x) on the way, reparameterised. What the consistency terms recompute on a perturbed or
         transformed x; for a node without parents, q_node(name, x, []). (B,)"""
+        return self._node_distribution(name, self._q_from_x_params(name, x, training, shared))
+
+    def _q_from_x_params(self, name, x, training=False, shared=None) -> tf.Tensor:
         graph = self.latent_graph
         if shared is None:
             shared = self.shared_features(x, training)
@@ -269,7 +274,20 @@ class StructuredVAE(keras.Model):
             if node.name in ancestors:
                 q = self.q_node(node.name, x, [values[p] for p in node.parents], training, shared)
                 values[node.name] = self.families[node.name].sample(q, self._sample_seed())
-        return self.q_node(name, x, [values[p] for p in graph[name].parents], training, shared)
+        return self._q_params(name, x, [values[p] for p in graph[name].parents], training, shared)
+
+    def q_from_x_parts(self, name, xs, training=False) -> list[tfd.Distribution]:
+        """`q_from_x(name, x)` for each x of `xs` (minibatches of images), in one call of the
+        node's networks on their rows stacked: a few large matrix products run faster than many
+        small ones (the consistency terms and the labels' shifted pass each read q(y | x') on a
+        minibatch of their own). With batch normalisation, whose statistics would then mix the
+        parts, one call per part."""
+        if len(xs) == 1 or self.model_config.batch_norm:
+            return [self.q_from_x(name, x, training) for x in xs]
+        static = all(x.shape[0] is not None for x in xs)
+        rows = [x.shape[0] for x in xs] if static else tf.stack([tf.shape(x)[0] for x in xs])
+        params = self._q_from_x_params(name, tf.concat(xs, 0), training)
+        return [self._node_distribution(name, part) for part in tf.split(params, rows, axis=0)]
 
     def _node_distribution(self, name, out) -> tfd.Distribution:
         """The node's family with the parameters `out` of its network, in float32 under any dtype policy."""
@@ -587,14 +605,48 @@ class StructuredVAE(keras.Model):
             [values[n.name] for n in self.latent_graph], training).log_prob(x)    # (B,) | (E, B)
         terms = {"reconstruction": expectation(weights, reconstruction)}
         cfg = self.objective_config
+        # Every q(node | x') the labels and the consistency terms read on another minibatch x' is
+        # asked for first and computed in one call per node (`q_from_x_parts`).
+        asked = {}
+
+        def ask(name, purpose, inputs):
+            asked.setdefault(name, {})[purpose] = inputs
+
         # one weakly transformed copy of the minibatch for the supervised term of every labelled
-        # node that reads x alone
+        # node that reads x alone, read only where a label can be (set_label_rows); the other rows'
+        # term is 0 either way
         shifted = (objectives.random_shift_and_flip(x, self._sample_seed(), cfg.augment_shift, cfg.augment_flip)
                    if cfg.augment_labelled and training else None)
-        # read only where a label can be (set_label_rows); the other rows' term is 0 either way
         first = self._first_label_row(x) if shifted is not None else 0
-        shifted_rows = shifted[first:] if first else shifted
-        shifted_shared = None
+        for name, (_, _, observed, _) in per_node.items():
+            if (shifted is not None and observed is not None and self.latent_graph[name].labelled
+                    and self.latent_graph.reads_x_alone(name)):
+                ask(name, "labels", shifted[first:] if first else shifted)
+        if cfg.consistency_weight and training:
+            for node in self.held_still:
+                ask(node.name, "consistency", x + objectives.adversarial_perturbation(
+                    lambda xp, n=node.name: self.q_from_x(n, xp, training), x, per_node[node.name][0], self._sample_seed(), cfg.consistency_epsilon,
+                    cfg.consistency_xi))
+        # the target q(node | x) of the augmentation and MixUp terms, the teacher's computed once for both
+        targets = ({node.name: self.teacher_q(node.name, x) if cfg.augment_teacher else per_node[node.name][0]
+                    for node in self.held_still} if (cfg.augment_weight or cfg.mixup_weight) and training else {})
+        if cfg.augment_weight and training:
+            for node in self.held_still:
+                ask(node.name, "augment", objectives.random_shift_and_flip(
+                    x, self._sample_seed(), cfg.augment_shift, cfg.augment_flip, cfg.augment_cutout,
+                    cfg.augment_rotation, cfg.augment_scale, cfg.augment_elastic, cfg.augment_elastic_sigma))
+        mixup_targets = {}
+        if cfg.mixup_weight and training:
+            for node in self.held_still:
+                if node in self.latent_graph.classifier_nodes:
+                    mixed, mixup_targets[node.name] = objectives.mixup_pairs(
+                        x if shifted is None else shifted,
+                        self._mixup_targets(targets[node.name], per_node[node.name]),
+                        self._sample_seed(), cfg.mixup_concentration)
+                    ask(node.name, "mixup", mixed)
+        answers = {name: dict(zip(parts, self.q_from_x_parts(name, list(parts.values()), training)))
+                   for name, parts in asked.items()}
+
         batch = tf.shape(x)[:1]
         any_observed = tf.zeros(batch, tf.bool)
         for name, (q, kl, observed, mask) in per_node.items():
@@ -604,11 +656,9 @@ class StructuredVAE(keras.Model):
             if observed is None:                                                # no labels for this node
                 terms[f"log_q/{name}"] = terms[f"observed/{name}"] = tf.zeros(batch)
                 continue
-            if shifted is not None and self.latent_graph.reads_x_alone(name):
-                if shifted_shared is None and self.trunk is not None:   # the shared trunk once, not per node
-                    shifted_shared = self.shared_features(shifted_rows, training)
-                q = self.q_from_x(name, shifted_rows, training, shifted_shared)   # log q(node | t(x)); config.py
-                log_q = tf.where(mask[first:], self.families[name].log_prob(q, observed[first:]), 0.0)
+            if "labels" in answers.get(name, {}):                              # log q(node | t(x)); config.py
+                log_q = tf.where(mask[first:], self.families[name].log_prob(answers[name]["labels"], observed[first:]),
+                                 0.0)
                 log_q = tf.concat([tf.zeros([first]), log_q], 0) if first else log_q
             else:
                 log_q = tf.where(mask, self.families[name].log_prob(q, observed), 0.0)
@@ -626,30 +676,19 @@ class StructuredVAE(keras.Model):
         terms["entropy"] = self._unlabelled_entropy(per_node, weights)
         if cfg.consistency_weight and training:
             terms["consistency"] = tf.add_n([
-                _weighted(node, objectives.virtual_adversarial_kl(
-                    lambda xp, n=node.name: self.q_from_x(n, xp, training),
-                    x, per_node[node.name][0], self._sample_seed(), cfg.consistency_epsilon, cfg.consistency_xi))
+                _weighted(node, tfd.kl_divergence(objectives.held_fixed(per_node[node.name][0]),
+                                                  answers[node.name]["consistency"]))
                 for node in self.held_still])
-        # the target q(node | x) of the augmentation and MixUp terms, the teacher's computed once for both
-        targets = ({node.name: self.teacher_q(node.name, x) if cfg.augment_teacher else per_node[node.name][0]
-                    for node in self.held_still} if (cfg.augment_weight or cfg.mixup_weight) and training else {})
         if cfg.augment_weight and training:
             terms["augment"] = tf.add_n([
-                _weighted(node, objectives.augmentation_kl(
-                    lambda xp, n=node.name: self.q_from_x(n, xp, training),
-                    x, targets[node.name],
-                    self._sample_seed(),
-                    cfg.augment_shift, cfg.augment_flip, cfg.augment_cutout, cfg.augment_threshold,
-                    cfg.augment_alignment, cfg.augment_temperature, cfg.augment_rotation, cfg.augment_scale,
-                    cfg.augment_elastic, cfg.augment_elastic_sigma))
+                _weighted(node, objectives.augmentation_divergence(
+                    targets[node.name], answers[node.name]["augment"], cfg.augment_threshold,
+                    cfg.augment_alignment, cfg.augment_temperature))
                 for node in self.held_still])
         if cfg.mixup_weight and training:
             terms["mixup"] = tf.add_n([
-                _weighted(node, objectives.mixup_kl(
-                    lambda xp, n=node.name: self.q_from_x(n, xp, training),
-                    x if shifted is None else shifted, per_node[node.name][0],
-                    self._mixup_targets(targets[node.name], per_node[node.name]),
-                    self._sample_seed(), cfg.mixup_concentration))
+                _weighted(node, objectives.mixup_divergence(
+                    per_node[node.name][0], mixup_targets[node.name], answers[node.name]["mixup"]))
                 for node in self.held_still if node in self.latent_graph.classifier_nodes])
         return terms
 

@@ -98,6 +98,14 @@ def virtual_adversarial_kl(q_fn, x, q, seed, epsilon, xi=10.0):
     q(y|x) is confident, and on MNIST with 100 labels xi = 10 reached 6.8%
     validation error where 1e-6 reached 15.9% (classifier alone, 1500 steps).
     """
+    r_adv = adversarial_perturbation(q_fn, x, q, seed, epsilon, xi)
+    return tfd.kl_divergence(held_fixed(q), q_fn(x + r_adv))
+
+
+def adversarial_perturbation(q_fn, x, q, seed, epsilon, xi=10.0):
+    """r_adv of `virtual_adversarial_kl`: the direction in which q(.|x) changes most, found by one
+    power iteration from a random direction (probed at radius `xi`), scaled to norm `epsilon`.
+    Held fixed (no gradient). Same shape as x."""
     target = held_fixed(q)
     reduce_axes = list(range(1, len(x.shape)))
 
@@ -109,8 +117,7 @@ def virtual_adversarial_kl(q_fn, x, q, seed, epsilon, xi=10.0):
     with tf.GradientTape() as tape:
         tape.watch(d)
         kl = tf.reduce_sum(tfd.kl_divergence(target, q_fn(x + xi * d)))
-    r_adv = epsilon * unit(tf.stop_gradient(tape.gradient(kl, d)))
-    return tfd.kl_divergence(target, q_fn(x + r_adv))
+    return epsilon * unit(tf.stop_gradient(tape.gradient(kl, d)))
 
 
 def random_rotation_and_scale(x, seed, degrees: float, scale: float):
@@ -268,8 +275,13 @@ def augmentation_kl(q_fn, x, q, seed, max_shift: int = 2, flip: bool = False, cu
     `aligned_probabilities` of q(.|x). `temperature` < 1 (categorical nodes, the KL form): the
     target is then `sharpened_probabilities` (the hard label needs no sharpening).
     """
-    target = held_fixed(q)
     transformed = q_fn(random_shift_and_flip(x, seed, max_shift, flip, cutout, rotation, scale, elastic, elastic_sigma))
+    return augmentation_divergence(q, transformed, threshold, align, temperature)
+
+
+def augmentation_divergence(q, transformed, threshold: float = 0.0, align: bool = False, temperature: float = 1.0):
+    """`augmentation_kl`'s term between q(.|x) (held fixed) and q(.|t(x)) already computed. (B,)"""
+    target = held_fixed(q)
     # The package's categorical nodes are OneHotCategorical (families/categorical.py); either kind
     # of categorical gets the aligned target and the hard label.
     categorical = isinstance(target, (tfd.Categorical, tfd.OneHotCategorical))
@@ -301,6 +313,12 @@ def mixup_kl(q_fn, x, like, target_probs, seed, concentration: float):
     change its mind linearly, a smoothness the shift and cutout of `augmentation_kl` cannot ask
     for: on few labels, where a classifier is otherwise overconfident between classes, this is
     the part of MixMatch whose removal cost most in its ablation (Berthelot et al. 2019, Table 4)."""
+    mixed, target = mixup_pairs(x, target_probs, seed, concentration)
+    return mixup_divergence(like, target, q_fn(mixed))
+
+
+def mixup_pairs(x, target_probs, seed, concentration: float):
+    """`mixup_kl`'s mixed images x~ (B, H, W, C) and their mixed targets (B, K), held fixed."""
     x = tf.convert_to_tensor(x)
     seeds = tf.random.experimental.stateless_split(seed, 2)
     rows = tf.shape(x)[0]
@@ -308,8 +326,12 @@ def mixup_kl(q_fn, x, like, target_probs, seed, concentration: float):
     lam = tfd.Beta(concentration, concentration).sample(rows, seed=seeds[1])                 # (B,)
     mixed = lam[:, None, None, None] * x + (1.0 - lam[:, None, None, None]) * tf.gather(x, partner)
     target_probs = tf.stop_gradient(target_probs)
-    target = lam[:, None] * target_probs + (1.0 - lam[:, None]) * tf.gather(target_probs, partner)
-    return tfd.kl_divergence(_categorical_from_probs(like, target), q_fn(mixed))
+    return mixed, lam[:, None] * target_probs + (1.0 - lam[:, None]) * tf.gather(target_probs, partner)
+
+
+def mixup_divergence(like, target, mixed_q):
+    """KL(mixed target || q(y | x~)) for `mixup_pairs`' target and q on its mixed images. (B,)"""
+    return tfd.kl_divergence(_categorical_from_probs(like, target), mixed_q)
 
 
 def per_example_loss(terms: dict, alphas: dict, beta=1.0, entropy_weight=0.0, consistency_weight=0.0,

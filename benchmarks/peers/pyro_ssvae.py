@@ -12,7 +12,9 @@ Adam, minibatches of 100.
 
 Two measurements, written as JSON:
 - `timing`: examples/s of the SVI steps on one fixed unlabelled minibatch and on one fixed
-  labelled minibatch (both objectives), median over `--steps` after `--warmup`.
+  labelled minibatch (both objectives), median over `--steps` after `--warmup`, with the shapes
+  of the matrix products each step runs (`matmul_shapes`), and torch's best matrix-product rate on
+  this machine (`peak_gflops`), so that compare_peers.py can set the two sides' work side by side.
 - with `--seconds S`: training on real MNIST with `--labels-per-class` labels (a labelled minibatch
   with probability `--supervision-rate`, drawn from the labelled images, as `rate` supervision does
   in tfstructvae) for S seconds of wall time, then the test error of q(y | x).
@@ -96,6 +98,31 @@ def step(elbo, aux, xs, ys=None):
     return loss
 
 
+def matmul_shapes(batch: int, kind: str, z_dim: int = 50, hidden: int = 500) -> list[tuple[int, int, int]]:
+    """(rows, d_in, d_out) of every nn.Linear product in one forward pass of `step`: on an
+    unlabelled minibatch encoder_y reads the B images, and parallel enumeration runs encoder_z
+    and the decoder on K x B rows (x or z broadcast against each class); on a labelled one the
+    ELBO step runs encoder_z and the decoder on the B rows once, and the classifier step
+    encoder_y on them."""
+    rows = K * batch if kind == "unlabelled" else batch
+    return [(batch, PIXELS, hidden), (batch, hidden, K),                       # encoder_y
+            (rows, PIXELS + K, hidden), (rows, hidden, 2 * z_dim),             # encoder_z
+            (rows, z_dim + K, hidden), (rows, hidden, PIXELS)]                 # decoder
+
+
+def peak_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """torch's best float32 matrix-product rate here: an n x n x n product, median of `repeats`."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
 def timing(batch: int, steps: int, warmup: int, lr: float) -> dict:
     rng = np.random.default_rng(0)
     xs = torch.tensor(rng.uniform(size=(batch, PIXELS)), dtype=torch.float32)
@@ -112,7 +139,8 @@ def timing(batch: int, steps: int, warmup: int, lr: float) -> dict:
             if i >= warmup:
                 times.append(time.perf_counter() - start)
         seconds = statistics.median(times)
-        out[kind] = {"step_ms": 1e3 * seconds, "examples_per_sec": batch / seconds}
+        out[kind] = {"step_ms": 1e3 * seconds, "examples_per_sec": batch / seconds,
+                     "matmul_shapes": matmul_shapes(batch, kind)}
     return out
 
 
@@ -164,7 +192,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     result = {"peer": "pyro", "pyro": pyro.__version__, "torch": torch.__version__, "threads": args.threads,
               "batch_size": args.batch_size, "timing": timing(args.batch_size, args.steps, args.warmup,
-                                                              args.learning_rate)}
+                                                              args.learning_rate),
+              "peak_gflops": peak_gflops()}
     if args.seconds:
         result["accuracy"] = train_for(args.seconds, args.data_dir, args.labels_per_class, args.supervision_rate,
                                        args.batch_size, args.learning_rate, args.seed)
