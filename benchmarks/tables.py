@@ -65,13 +65,16 @@ def peers_table() -> str:
         rows.append(f"| tfstructvae, {label} | {cells[0]} | {cells[1]} |")
     if "matmul_work" in result:
         work = result["matmul_work"]
+        kinds = ("unlabelled", "labelled")
         rows += ["", "| matrix products a step: GFLOP (GFLOP/s; the ratio's ceiling) | unlabelled batch | labelled batch |",
                  "| --- | --- | --- |",
                  "| Pyro | " + " | ".join(f"{work['pyro'][k]['gflop_per_step']:.2f} ({work['pyro'][k]['gflops']:.0f})"
-                                          for k in ("unlabelled", "labelled")) + " |"]
+                                          for k in kinds) + " |"]
         for key, label in names.items():
-            cells = [f"{work['package'][f'{key}/{k}']['gflop_per_step']:.2f} ({work['package'][f'{key}/{k}']['gflops']:.0f}; "
-                     f"x{work['ceiling_ratio_at_peak'][f'{key}/{k} / pyro']:.2f})" for k in ("unlabelled", "labelled")]
+            cells = []
+            for k in kinds:
+                row, ceiling = work["package"][f"{key}/{k}"], work["ceiling_ratio_at_peak"][f"{key}/{k} / pyro"]
+                cells.append(f"{row['gflop_per_step']:.2f} ({row['gflops']:.0f}; x{ceiling:.2f})")
             rows.append(f"| tfstructvae, {label} | {cells[0]} | {cells[1]} |")
         rows += ["", f"The ceiling: the ratio to Pyro if the package's products ran at this machine's best rate, "
                      f"{work['peak_gflops']:.0f} GFLOP/s (an n x n x n product), and nothing else took time."]

@@ -624,9 +624,10 @@ class StructuredVAE(keras.Model):
                 ask(name, "labels", shifted[first:] if first else shifted)
         if cfg.consistency_weight and training:
             for node in self.held_still:
-                ask(node.name, "consistency", x + objectives.adversarial_perturbation(
-                    lambda xp, n=node.name: self.q_from_x(n, xp, training), x, per_node[node.name][0], self._sample_seed(), cfg.consistency_epsilon,
-                    cfg.consistency_xi))
+                r_adv = objectives.adversarial_perturbation(
+                    lambda xp, n=node.name: self.q_from_x(n, xp, training), x, per_node[node.name][0],
+                    self._sample_seed(), cfg.consistency_epsilon, cfg.consistency_xi)
+                ask(node.name, "consistency", x + r_adv)
         # the target q(node | x) of the augmentation and MixUp terms, the teacher's computed once for both
         targets = ({node.name: self.teacher_q(node.name, x) if cfg.augment_teacher else per_node[node.name][0]
                     for node in self.held_still} if (cfg.augment_weight or cfg.mixup_weight) and training else {})
@@ -657,8 +658,8 @@ class StructuredVAE(keras.Model):
                 terms[f"log_q/{name}"] = terms[f"observed/{name}"] = tf.zeros(batch)
                 continue
             if "labels" in answers.get(name, {}):                              # log q(node | t(x)); config.py
-                log_q = tf.where(mask[first:], self.families[name].log_prob(answers[name]["labels"], observed[first:]),
-                                 0.0)
+                on_shifted = self.families[name].log_prob(answers[name]["labels"], observed[first:])
+                log_q = tf.where(mask[first:], on_shifted, 0.0)
                 log_q = tf.concat([tf.zeros([first]), log_q], 0) if first else log_q
             else:
                 log_q = tf.where(mask, self.families[name].log_prob(q, observed), 0.0)
