@@ -395,22 +395,32 @@ def test_the_readmes_speed_tables_are_generated_from_the_committed_json(tmp_path
     assert result.returncode != 0 and "README names table 'speed'" in result.stderr
 
 
-def test_the_time_to_error_table_has_a_row_per_run_and_says_what_was_not_reached(tmp_path, monkeypatch):
+def test_the_time_to_error_table_has_a_row_per_run_and_sets_each_draw_against_the_baseline(tmp_path, monkeypatch):
     sys.path.insert(0, os.path.join(REPO, "benchmarks"))
     import tables
-    base = {"preset": "mnist-best", "thresholds": [0.1, 0.05, 0.03], "every": 250,
-            "config": {"objective": {"estimator": "enumerate"},
-                       "data": {"validation_size": 5000, "labels_per_class": 10, "label_seed": 1}},
-            "curve": [{"step": 250, "train_seconds": 10.0}, {"step": 500, "train_seconds": 20.0}]}
-    reached = {**base, "time_to": {"0.1": {"step": 250, "train_seconds": 10.0},
-                                   "0.05": {"step": 500, "train_seconds": 20.0}}}
-    relaxed = {**base, "config": {**base["config"], "objective": {"estimator": "relaxed"}}, "time_to": {}}
-    for name, result in [("time_to_error.json", reached), ("time_to_error_relaxed.json", relaxed)]:
-        (tmp_path / name).write_text(json.dumps(result))
+
+    def result(preset, draw, time_to):
+        return {"preset": preset, "thresholds": [0.1, 0.05, 0.03], "every": 250, "time_to": time_to,
+                "config": {"objective": {"estimator": "enumerate"},
+                           "data": {"validation_size": 5000, "labels_per_class": 10, "label_seed": draw}},
+                "curve": [{"step": 250, "train_seconds": 10.0}, {"step": 500, "train_seconds": 20.0}]}
+
+    at = {"0.1": {"step": 250, "train_seconds": 10.0}, "0.05": {"step": 500, "train_seconds": 20.0}}
+    runs = {"draws_mnist_shift_seed1.json": result("mnist-shift", 1, {**at, "0.03": {"step": 500, "train_seconds": 30.0}}),
+            "draws_mnist_best_seed1.json": result("mnist-best", 1, {**at, "0.03": {"step": 750, "train_seconds": 40.0}}),
+            "draws_mnist_best_seed0.json": result("mnist-best", 0, at),
+            "draws_mnist_shift_seed0.json": result("mnist-shift", 0, {**at, "0.03": {"step": 500, "train_seconds": 30.0}}),
+            "quiet_other.json": result("mnist-mix", 1, {})}           # not one of the draws: left out
+    (tmp_path / tables.DRAWS).mkdir()
+    for name, r in runs.items():
+        (tmp_path / tables.DRAWS / name).write_text(json.dumps(r))
     monkeypatch.setattr(tables, "RESULTS", str(tmp_path))
-    rows = [r for r in tables.time_to_error_table().splitlines() if r.startswith("| `")]
-    assert rows == ["| `mnist-best` | enumerate | 40.0 ms | 10 s (step 250) | 20 s (step 500) | not reached |",
-                    "| `mnist-best` | relaxed | 40.0 ms | not reached | not reached | not reached |"]
+    rows = [r for r in tables.time_to_error_table().splitlines() if r.startswith("| ") and r[2].isdigit()]
+    assert rows == [
+        "| 0 | `mnist-best` | 40.0 ms | 10 s (step 250) | 20 s (step 500) | not reached | not reached |",
+        "| 0 | `mnist-shift` | 40.0 ms | 10 s (step 250) | 20 s (step 500) | 30 s (step 500) | only `mnist-shift` reaches it |",
+        "| 1 | `mnist-best` | 40.0 ms | 10 s (step 250) | 20 s (step 500) | 40 s (step 750) | 1 |",
+        "| 1 | `mnist-shift` | 40.0 ms | 10 s (step 250) | 20 s (step 500) | 30 s (step 500) | **0.75** |"]
 
 
 def test_pixel_density_times_both_densities(tmp_path):
