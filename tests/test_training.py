@@ -364,3 +364,32 @@ def test_augment_warmup_ramps_inside_the_compiled_step(mnist):
     without = fit_small(small_config("plugin", "share", augment_labelled=True), mnist)[1]["loss"][-1]
     assert loss[10**9] == pytest.approx(without, rel=0.1)
     assert loss[0] > without + 500
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_adam_takes_keras_adams_steps(jit):
+    """train.Adam's fused update against Adam written out (and Keras's own Adam), with and without
+    decoupled weight decay, eager and under XLA."""
+    import keras
+    import tensorflow as tf
+    from tfstructvae.train import Adam
+    rng = np.random.default_rng(0)
+    w0 = rng.normal(size=(4, 3)).astype(np.float32)
+    grads = [rng.normal(size=(4, 3)).astype(np.float32) for _ in range(5)]
+    for decay in (None, 0.01):
+        weights = {}
+        for cls in (Adam, keras.optimizers.Adam):
+            w = keras.Variable(w0)
+            opt = cls(0.05, weight_decay=decay)
+            opt.build([w])
+            step = tf.function(lambda g: opt.apply_gradients([(g, w)]), jit_compile=jit)
+            for g in grads:
+                step(tf.constant(g))
+            weights[cls] = w.numpy()
+        expected, m, v = w0.astype(np.float64), 0.0, 0.0
+        for t, g in enumerate(grads, start=1):
+            expected = expected - 0.05 * (decay or 0.0) * expected
+            m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g ** 2
+            expected = expected - 0.05 * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t) * m / (np.sqrt(v) + 1e-7)
+        np.testing.assert_allclose(weights[Adam], expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(weights[Adam], weights[keras.optimizers.Adam], rtol=1e-5, atol=1e-6)  # float32 rounding

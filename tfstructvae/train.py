@@ -55,6 +55,23 @@ class Adam(keras.optimizers.Adam):
     def get_config(self):
         return {**super().get_config(), "ema_ramp": self.ema_ramp}
 
+    def update_step(self, gradient, variable, learning_rate):
+        """Keras's Adam step, the same arithmetic (m += (1 - b1)(g - m), v += (1 - b2)(g^2 - v),
+        w -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)), as TensorFlow's fused kernel:
+        one pass over a variable and its two moments where Keras's three assignments make three,
+        and on the CPU without XLA one multi-threaded kernel instead of a dozen small ones. The
+        update is memory-bound (7 reads and writes a weight), a tenth of a small model's step."""
+        if self.amsgrad or isinstance(gradient, tf.IndexedSlices):
+            return super().update_step(gradient, variable, learning_rate)
+        dtype = variable.dtype
+        index = self._get_variable_index(variable)
+        t = tf.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle, m=self._momentums[index].value.handle, v=self._velocities[index].value.handle,
+            beta1_power=tf.pow(beta_1, t), beta2_power=tf.pow(beta_2, t), lr=tf.cast(learning_rate, dtype),
+            beta1=beta_1, beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype))
+
     def _update_model_variables_moving_average(self, trainable_variables):
         """Keras's update of the weight average, with the momentum ramped up along the steps when
         `ema_ramp` (train.ema_ramp): min(ema_momentum, (1 + t) / (10 + t)) at step t."""
