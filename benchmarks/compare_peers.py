@@ -20,7 +20,9 @@ no other term. Here: `mnist-paper` with `model.hidden_units=[500]`, `model.style
    minibatch with probability 0.1) for S seconds of wall time; the test error of q(y|x) after it.
 
 Each side runs in its own process, one after the other, on `--threads` threads (TensorFlow's
-intra-op pool, torch.set_num_threads): never both at once, and nothing else on the machine.
+intra-op pool, torch.set_num_threads): never both at once, and nothing else on the machine. The
+timings run `--rounds` times (3), the sides alternating, and each figure is the median of its
+rounds: one process's figures drift by up to a fifth from the next one's on a shared machine.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -128,6 +131,23 @@ def matmul_work(package: dict, pyro: dict) -> dict:
     return out
 
 
+def median_rounds(results: list[dict]) -> dict:
+    """One side's rounds as one result: the first round's (which holds the timed training), with
+    each step time and the best matrix-product rate the median over the rounds, and the rounds'
+    own step times kept (`rounds_step_ms`). One process's timing drifts by up to a fifth from the
+    next on a shared machine; alternating the sides and taking medians keeps a slow spell on one
+    side out of the ratio."""
+    merged = json.loads(json.dumps(results[0]))
+    for key, row in merged["timing"].items():
+        times = [r["timing"][key]["step_ms"] for r in results]
+        row["rounds_step_ms"] = times
+        row["step_ms"] = statistics.median(times)
+        row["examples_per_sec"] = row["examples_per_sec"] * results[0]["timing"][key]["step_ms"] / row["step_ms"]
+    merged["peak_gflops"] = statistics.median(r["peak_gflops"] for r in results)
+    merged["rounds"] = len(results)
+    return merged
+
+
 def ratios(package: dict, pyro: dict) -> dict:
     out = {}
     for key, row in package["timing"].items():
@@ -144,6 +164,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="time each side this many times, one process at a time, alternating; the medians count")
     p.add_argument("--side", choices=("both", "package"), default="both", help=argparse.SUPPRESS)
     p.add_argument("--side-out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -158,20 +180,23 @@ def main(argv=None) -> int:
 
     env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(args.threads), "TF_NUM_INTEROP_THREADS": "1"}
     common = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
-    if args.seconds:
-        common += ["--seconds", str(args.seconds), "--data-dir", args.data_dir]
     with tempfile.TemporaryDirectory() as tmp:
-        sides = {}
-        for side, cmd in (
-                ("pyro", [sys.executable, os.path.join(HERE, "peers", "pyro_ssvae.py"), "--out",
-                          os.path.join(tmp, "pyro.json"), *common]),
-                ("package", [sys.executable, os.path.abspath(__file__), "--side", "package", "--side-out",
-                             os.path.join(tmp, "package.json"), "--out", args.out, *common])):
-            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=7200)
-            if done.returncode:
-                raise SystemExit(f"{side} side failed:\n{done.stderr[-3000:]}")
-            sides[side] = json.load(open(os.path.join(tmp, f"{side}.json")))
-            print(f"{side}: done", flush=True)
+        rounds = {"pyro": [], "package": []}
+        for r in range(args.rounds):
+            # the timed training (--seconds) runs in the first round only
+            flags = common + (["--seconds", str(args.seconds), "--data-dir", args.data_dir] if args.seconds and r == 0
+                              else [])
+            for side, cmd in (
+                    ("pyro", [sys.executable, os.path.join(HERE, "peers", "pyro_ssvae.py"), "--out",
+                              os.path.join(tmp, "pyro.json"), *flags]),
+                    ("package", [sys.executable, os.path.abspath(__file__), "--side", "package", "--side-out",
+                                 os.path.join(tmp, "package.json"), "--out", args.out, *flags])):
+                done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=7200)
+                if done.returncode:
+                    raise SystemExit(f"{side} side failed:\n{done.stderr[-3000:]}")
+                rounds[side].append(json.load(open(os.path.join(tmp, f"{side}.json"))))
+                print(f"round {r + 1} of {args.rounds}, {side}: done", flush=True)
+        sides = {side: median_rounds(results) for side, results in rounds.items()}
     result = {"command": " ".join(["python", "benchmarks/compare_peers.py", *(argv or sys.argv[1:])]),
               "model": {k: list(v) if isinstance(v, tuple) else v for k, v in MODEL.items()},
               "pyro": sides["pyro"], "package": sides["package"],

@@ -78,7 +78,10 @@ def peers_table() -> str:
             rows.append(f"| tfstructvae, {label} | {cells[0]} | {cells[1]} |")
         rows += ["", f"The ceiling: the ratio to Pyro if the package's products ran at this machine's best rate, "
                      f"{work['peak_gflops']:.0f} GFLOP/s (an n x n x n product), and nothing else took time."]
-    text = "\n".join(rows) + f"\n\n`{result['command']}` ({ours['threads']} threads each, one side at a time)."
+    rounds = ours.get("rounds", 1)
+    text = "\n".join(rows) + (f"\n\n`{result['command']}` ({ours['threads']} threads each, one side at a time"
+                              + (f"; each figure the median of {rounds} rounds, the sides alternating" if rounds > 1 else "")
+                              + ").")
     if "accuracy" in pyro and "accuracy" in ours:
         a, b = ours["accuracy"], pyro["accuracy"]
         text += (f" Test error after {a['train_seconds']:.0f} s of training on MNIST with "

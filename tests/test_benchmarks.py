@@ -265,8 +265,12 @@ def test_scaling_times_one_and_two_workers_and_the_shards(tmp_path, mnist_dir):
 def test_compare_peers_times_pyro_and_the_package_on_the_same_model(tmp_path, mnist_dir):
     out = tmp_path / "peers.json"
     stdout = run("compare_peers.py", "--out", str(out), "--steps", "2", "--warmup", "1", "--seconds", "3",
-                 "--data-dir", mnist_dir)
+                 "--data-dir", mnist_dir, "--rounds", "2")
     result = json.load(open(out))
+    for side in ("pyro", "package"):        # each figure the median of its rounds, the sides alternating
+        for row in result[side]["timing"].values():
+            assert len(row["rounds_step_ms"]) == 2 and row["step_ms"] == sum(row["rounds_step_ms"]) / 2
+            assert abs(row["examples_per_sec"] - 100 / (row["step_ms"] / 1e3)) < 1e-6
     assert result["pyro"]["pyro"].startswith("1.") and result["pyro"]["threads"] == 2
     for side in ("pyro", "package"):
         assert 0.0 <= result[side]["accuracy"]["test_error"] <= 1.0 and result[side]["accuracy"]["steps"] > 0
