@@ -16,7 +16,8 @@ every step. Reported per step:
 - `bare_loop_ms`: the loop's median step of a `fit` on the same pipeline with no callback at all,
   and `pipeline_ms`: one minibatch drawn from the pipeline alone (what the callbacks and the input
   cost apart);
-- `step_ms`: the train function alone on one fixed minibatch (benchmarks/throughput.py's figure);
+- `step_ms`: the train function alone on one fixed minibatch (benchmarks/throughput.py's figure),
+  the median of three rounds timed before, between and after the two fits (`step_ms_rounds`);
 
 and `fit_over_step` = fit_ms / step_ms (issue: within 1.10).
 """
@@ -35,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 
-from throughput import step_seconds  # noqa: E402
+from throughput import step_seconds, time_calls  # noqa: E402
 from tfstructvae.config import get_preset, parse_overrides  # noqa: E402
 from tfstructvae.rundir import write_json_atomic  # noqa: E402
 from tfstructvae.train import train_and_evaluate  # noqa: E402
@@ -113,15 +114,22 @@ def main(argv=None) -> int:
             cfg = get_preset(args.preset).override(**{
                 **parse_overrides(args.set), "data.data_dir": args.data_dir, "objective.estimator": estimator,
                 "train.jit_compile": xla, "train.epochs": args.epochs, "train.steps_per_epoch": args.steps})
+            # The step alone is timed before, between and after the two fits and its median taken:
+            # a machine's speed drifts by a fifth over minutes, and a fit takes minutes.
+            first, stepper = step_seconds(cfg, cfg.data.batch_size, args.step_repeats, 10)
+            step_rounds = [first]
             clock = StepClock()
             with tempfile.TemporaryDirectory() as run_dir:
                 train_and_evaluate(cfg, os.path.join(run_dir, "run"), verbose=0, callbacks=[clock])
-            step, _ = step_seconds(cfg, cfg.data.batch_size, args.step_repeats, 10)
+            step_rounds.append(time_calls(stepper.timed_step, args.step_repeats, 3))
             bare, pipeline = bare_loop_and_pipeline_seconds(cfg, args.epochs)
+            step_rounds.append(time_calls(stepper.timed_step, args.step_repeats, 3))
+            step = statistics.median(step_rounds)
             row = {"preset": args.preset, "estimator": estimator, "xla": xla, "batch_size": cfg.data.batch_size,
                    "loop_ms": 1e3 * clock.loop_seconds(), "fit_ms": 1e3 * clock.fit_seconds_per_step(),
                    "fit_ms_without_validation": 1e3 * clock.fit_seconds_per_step(validation=False),
-                   "bare_loop_ms": 1e3 * bare, "pipeline_ms": 1e3 * pipeline, "step_ms": 1e3 * step}
+                   "bare_loop_ms": 1e3 * bare, "pipeline_ms": 1e3 * pipeline, "step_ms": 1e3 * step,
+                   "step_ms_rounds": [1e3 * t for t in step_rounds]}
             row["fit_over_step"] = row["fit_ms"] / row["step_ms"]
             row["examples_per_sec_fit"] = row["batch_size"] / (row["fit_ms"] / 1e3)
             rows.append(row)

@@ -144,7 +144,13 @@ def fit_table() -> str:
                     + (f"{r['fit_ms_without_validation']:.2f} | " if parts else "") + f"{r['loop_ms']:.2f} | "
                     + (f"{r['bare_loop_ms']:.2f} | " if parts else "")
                     + f"{r['step_ms']:.2f} | {r['fit_over_step']:.2f} |")
-    return "\n".join(rows) + f"\n\n`{result['command']}`.\n"
+    note = ""
+    if "step_ms_rounds" in result["runs"][0]:
+        spans = ", ".join(f"{min(r['step_ms_rounds']):.0f}-{max(r['step_ms_rounds']):.0f} ms "
+                          f"{'with' if r['xla'] else 'without'} XLA" for r in result["runs"])
+        note = (f" The train function alone is the median of three rounds timed before, between and after "
+                f"the fits; the rounds spread over {spans}.")
+    return "\n".join(rows) + f"\n\n`{result['command']}`.{note}\n"
 
 
 TABLES = {"throughput": throughput_table, "peers": peers_table,

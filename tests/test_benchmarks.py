@@ -240,6 +240,7 @@ def test_fit_throughput_compares_the_whole_fit_with_the_step(tmp_path, mnist_dir
     for r in rows:
         assert 0 < r["loop_ms"] <= r["fit_ms"] * 1.5 and r["step_ms"] > 0
         assert r["fit_over_step"] == r["fit_ms"] / r["step_ms"]
+        assert len(r["step_ms_rounds"]) == 3 and r["step_ms"] == sorted(r["step_ms_rounds"])[1]   # their median
         assert 0 < r["fit_ms_without_validation"] < r["fit_ms"]       # a validation pass every epoch
         assert r["bare_loop_ms"] > 0 and r["pipeline_ms"] > 0
     assert "fit/step" in stdout
