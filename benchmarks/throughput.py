@@ -8,7 +8,9 @@ batch (input pipeline excluded); examples/s = batch / median step time. In the s
 the bare dense matrix products that the step's networks need are timed: for every dense
 layer with M rows, d_in inputs and d_out outputs, the forward X W, and the backward
 dY W^T and X^T dY, at the same shapes and batch, compiled with XLA. Their time bounds
-the step from below, and `roofline_fraction` = step examples/s / roofline examples/s.
+the step from below, and `roofline_fraction` = step examples/s / roofline examples/s. Every
+configuration's step and roofline are timed `--rounds` times (3), all configurations in turn, and
+the medians count (each round's figures are kept): the machine's speed drifts over minutes.
 
     python benchmarks/throughput.py --out benchmarks/results/throughput.json
 """
@@ -77,7 +79,9 @@ def time_calls(fn, steps: int, warmup: int) -> float:
     return statistics.median(times)
 
 
-def roofline_seconds(shapes, steps: int, warmup: int) -> float:
+def roofline_call(shapes):
+    """A function that runs the step's matrix products alone (forward, dL/dX, dL/dW of each shape)
+    under XLA and waits for them."""
     rng = np.random.default_rng(0)
     mats = [(tf.constant(rng.standard_normal((m, i)), tf.float32),
              tf.constant(rng.standard_normal((i, o)), tf.float32),
@@ -92,7 +96,11 @@ def roofline_seconds(shapes, steps: int, warmup: int) -> float:
             total += tf.reduce_sum(tf.matmul(x, dy, transpose_a=True))   # dL/dW
         return total
 
-    return time_calls(lambda: products().numpy(), steps, warmup)
+    return lambda: products().numpy()
+
+
+def roofline_seconds(shapes, steps: int, warmup: int) -> float:
+    return time_calls(roofline_call(shapes), steps, warmup)
 
 
 def labelled_rows(cfg, batch: int) -> int:
@@ -200,6 +208,8 @@ def main(argv=None) -> int:
     p.add_argument("--estimators", default="plugin,enumerate,relaxed")
     p.add_argument("--steps", type=int, default=60, help="timed steps per configuration")
     p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="time every configuration (and its roofline) this many times in turn; medians count")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override the preset, e.g. data.labelled_share=1.0")
     p.add_argument("--labelled-tail", choices=("auto", "always", "never"), default="auto",
@@ -214,7 +224,7 @@ def main(argv=None) -> int:
     p.add_argument("--png", help="with --growth: the growth curves as a PNG")
     args = p.parse_args(argv)
 
-    results = []
+    built = []
     for estimator in args.estimators.split(","):
         for xla in (True, False):
             cfg = get_preset(args.preset).override(**{
@@ -222,21 +232,35 @@ def main(argv=None) -> int:
                 "objective.estimator": estimator, "train.jit_compile": xla, "data.batch_size": args.batch_size})
             seconds, model = step_seconds(cfg, args.batch_size, args.steps, args.warmup, args.labelled_tail)
             shapes = step_shapes(model, args.batch_size, estimator)
-            roof = roofline_seconds(shapes, args.steps, args.warmup)
-            flops = 3 * sum(2 * m * i * o for m, i, o in shapes)
-            row = {
-                "preset": args.preset, "estimator": estimator, "xla": xla, "batch_size": args.batch_size,
-                "labelled_tail": model.labelled_tail,
-                "step_ms": 1e3 * seconds, "examples_per_sec": args.batch_size / seconds,
-                "roofline_ms": 1e3 * roof, "roofline_examples_per_sec": args.batch_size / roof,
-                "roofline_fraction": roof / seconds, "traces": model.traces,
-                "matmul_gflop_per_step": flops / 1e9, "achieved_gflops": flops / seconds / 1e9,
-            }
-            results.append(row)
-            print(f"{estimator:10s} xla={str(xla):5s} {row['examples_per_sec']:9.0f} ex/s  "
-                  f"step {row['step_ms']:6.2f} ms  roofline {row['roofline_ms']:6.2f} ms  "
-                  f"fraction {row['roofline_fraction']:.2f}  ({row['achieved_gflops']:.1f} GFLOP/s)",
-                  flush=True)
+            roof = roofline_call(shapes)
+            built.append({"estimator": estimator, "xla": xla, "model": model, "shapes": shapes, "roof": roof,
+                          "step_rounds": [seconds], "roof_rounds": [time_calls(roof, args.steps, args.warmup)]})
+    # Further rounds over every configuration in turn: the machine's speed drifts over minutes, and
+    # a step and its roofline timed side by side in each round keep the drift out of their ratio.
+    for _ in range(args.rounds - 1):
+        for b in built:
+            b["step_rounds"].append(time_calls(b["model"].timed_step, args.steps, 2))
+            b["roof_rounds"].append(time_calls(b["roof"], args.steps, 2))
+    results = []
+    for b in built:
+        estimator, xla, model, shapes = b["estimator"], b["xla"], b["model"], b["shapes"]
+        seconds, roof = statistics.median(b["step_rounds"]), statistics.median(b["roof_rounds"])
+        flops = 3 * sum(2 * m * i * o for m, i, o in shapes)
+        row = {
+            "preset": args.preset, "estimator": estimator, "xla": xla, "batch_size": args.batch_size,
+            "labelled_tail": model.labelled_tail,
+            "step_ms": 1e3 * seconds, "examples_per_sec": args.batch_size / seconds,
+            "roofline_ms": 1e3 * roof, "roofline_examples_per_sec": args.batch_size / roof,
+            "roofline_fraction": roof / seconds, "traces": model.traces,
+            "matmul_gflop_per_step": flops / 1e9, "achieved_gflops": flops / seconds / 1e9,
+            "step_ms_rounds": [1e3 * t for t in b["step_rounds"]],
+            "roofline_ms_rounds": [1e3 * t for t in b["roof_rounds"]],
+        }
+        results.append(row)
+        print(f"{estimator:10s} xla={str(xla):5s} {row['examples_per_sec']:9.0f} ex/s  "
+              f"step {row['step_ms']:6.2f} ms  roofline {row['roofline_ms']:6.2f} ms  "
+              f"fraction {row['roofline_fraction']:.2f}  ({row['achieved_gflops']:.1f} GFLOP/s)",
+              flush=True)
     by = {(r["estimator"], r["xla"]): r for r in results}
     summary = {}
     if ("plugin", True) in by and ("enumerate", True) in by:

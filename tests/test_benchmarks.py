@@ -49,6 +49,8 @@ def test_throughput_writes_roofline_fields(tmp_path):
     rows = json.load(open(out))["results"]
     assert [(r["estimator"], r["xla"]) for r in rows] == [("plugin", True), ("plugin", False)]
     for r in rows:
+        for kind in ("step_ms", "roofline_ms"):                           # the median of three rounds
+            assert len(r[f"{kind}_rounds"]) == 3 and r[kind] == sorted(r[f"{kind}_rounds"])[1]
         assert r["examples_per_sec"] > 0 and r["roofline_examples_per_sec"] > 0
         assert r["roofline_fraction"] > 0
         assert abs(r["roofline_fraction"] - r["examples_per_sec"] / r["roofline_examples_per_sec"]) < 1e-9
