@@ -22,7 +22,7 @@ no other term. Here: `mnist-paper` with `model.hidden_units=[500]`, `model.style
 Each side runs in its own process, one after the other, on `--threads` threads (TensorFlow's
 intra-op pool, torch.set_num_threads): never both at once, and nothing else on the machine. The
 timings run `--rounds` times (3), the sides alternating, and each figure is the median of its
-rounds: one process's figures drift by up to a fifth from the next one's on a shared machine.
+rounds: one process's figures can differ from the next one's by a third on a shared machine.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def matmul_work(package: dict, pyro: dict) -> dict:
 def median_rounds(results: list[dict]) -> dict:
     """One side's rounds as one result: the first round's (which holds the timed training), with
     each step time and the best matrix-product rate the median over the rounds, and the rounds'
-    own step times kept (`rounds_step_ms`). One process's timing drifts by up to a fifth from the
+    own step times kept (`rounds_step_ms`). One process's timing can differ by a third from the
     next on a shared machine; alternating the sides and taking medians keeps a slow spell on one
     side out of the ratio."""
     merged = json.loads(json.dumps(results[0]))

@@ -60,7 +60,7 @@ class Adam(keras.optimizers.Adam):
         w -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)), as TensorFlow's fused kernel:
         one pass over a variable and its two moments where Keras's three assignments make three,
         and on the CPU without XLA one multi-threaded kernel instead of a dozen small ones. The
-        update is memory-bound (7 reads and writes a weight), a tenth of a small model's step."""
+        update is memory-bound (7 reads and writes a weight), up to a fifth of a small model's step."""
         if self.amsgrad or isinstance(gradient, tf.IndexedSlices):
             return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
