@@ -43,8 +43,11 @@ def throughput_table(name: str = "throughput.json") -> str:
         rows.append(f"| {r['estimator']} | {'on' if r['xla'] else 'off'} | {r['examples_per_sec']:,.0f} | "
                     f"{r['step_ms']:.2f} ms | {r['roofline_ms']:.2f} ms | {r['roofline_fraction']:.2f} |")
     first = result["results"][0]
+    rounds = len(first.get("step_ms_rounds", [None]))
     return "\n".join(rows) + (f"\n\n`{result['command']}` (`{first['preset']}` networks, batch "
-                              f"{first['batch_size']}, {result['machine']['cpus']} cores).\n")
+                              f"{first['batch_size']}, {result['machine']['cpus']} cores"
+                              + (f"; each time the median of {rounds} rounds over all rows in turn" if rounds > 1 else "")
+                              + ").\n")
 
 
 def peers_table() -> str:
