@@ -28,6 +28,7 @@ rounds: one process's figures can differ from the next one's by a third on a sha
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -137,7 +138,7 @@ def median_rounds(results: list[dict]) -> dict:
     own step times kept (`rounds_step_ms`). One process's timing can differ by a third from the
     next on a shared machine; alternating the sides and taking medians keeps a slow spell on one
     side out of the ratio."""
-    merged = json.loads(json.dumps(results[0]))
+    merged = copy.deepcopy(results[0])
     for key, row in merged["timing"].items():
         times = [r["timing"][key]["step_ms"] for r in results]
         row["rounds_step_ms"] = times

@@ -99,10 +99,6 @@ def roofline_call(shapes):
     return lambda: products().numpy()
 
 
-def roofline_seconds(shapes, steps: int, warmup: int) -> float:
-    return time_calls(roofline_call(shapes), steps, warmup)
-
-
 def labelled_rows(cfg, batch: int) -> int:
     """The labelled examples at the end of a `share`-mode minibatch (as the pipeline draws them)."""
     return round(cfg.data.labelled_share * batch) if cfg.data.supervision_mode == "share" else 0
