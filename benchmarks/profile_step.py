@@ -4,7 +4,7 @@
 
 Runs the real Keras train function on one fixed minibatch laid out as the preset's pipeline lays
 it out (benchmarks/throughput.py), with and without XLA, under `tf.profiler.experimental` for
-`--steps` steps after `--warmup`. The trace (an XSpace, also left in `--logdir` for TensorBoard's
+`--steps` steps after `--warmup`. The trace (an XSpace, also left in `--logdir`/xla and /no_xla for TensorBoard's
 profile plugin and its trace viewer) is summed per op: time on the executor threads per op type
 (MatMul, BiasAdd, Softplus, ...; with XLA the compiled program's events, which on the CPU cover
 only part of it: compare `op_ms_per_step` with the step), the share of the op time each takes, the top ops by name, and the step's wall time. Only events that hold no other
@@ -119,7 +119,9 @@ def main(argv=None) -> int:
         cfg = get_preset(args.preset).override(**{
             **parse_overrides(args.set), "objective.estimator": args.estimator, "train.jit_compile": xla,
             "data.batch_size": args.batch_size})
-        row = profile(cfg, args.batch_size, args.steps, args.warmup, logdir)
+        # one directory a run: the profiler names its trace after the second it stops, so two runs
+        # stopping within one second would write the same file
+        row = profile(cfg, args.batch_size, args.steps, args.warmup, os.path.join(logdir, "xla" if xla else "no_xla"))
         runs.append(row)
         print(f"xla={xla!s:5s} step {row['step_ms_timed']:.1f} ms (profiled {row['step_ms_profiled']:.1f}), "
               f"op time {row['op_ms_per_step']:.1f} ms:", flush=True)

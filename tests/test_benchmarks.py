@@ -357,6 +357,7 @@ def test_profile_step_sums_the_trace_per_op(tmp_path):
     assert types & {"MatMul", "_MklMatMul", "_MklNativeFusedMatMul"}         # the dense layers' products
     assert abs(sum(r["share"] for r in plain["by_type"]) - 1) < 0.2 and plain["op_ms_per_step"] > 0
     assert os.path.isfile(plain["trace"]) and "op time" in stdout
+    assert result["runs"][0]["trace"] != plain["trace"] and os.path.isfile(result["runs"][0]["trace"])   # one file a run
 
 
 def test_leaf_events_count_nested_work_once():
