@@ -117,6 +117,39 @@ def test_enumerate_equals_explicit_sum_over_classes():
                                rtol=1e-4)
 
 
+def test_enumerate_top_k_is_the_bound_of_q_truncated_to_its_k_likeliest_classes(monkeypatch):
+    """With enumeration_top_k = k: U(x) = sum_{y in top_k} q~(y) L(x, y) + H(q~), q~ = q renormalised
+    over each example's k likeliest classes; a labelled example is read at its label alone."""
+    # z at its mean: the rows of an enumeration draw their own noise, so L(x, y) computed class by
+    # class would otherwise see other noise than the row that holds y
+    monkeypatch.setattr(NormalFamily, "sample", staticmethod(lambda q, seed: q.distribution.loc))
+    top_k = 3
+    model = tiny_model("enumerate", enumeration_top_k=top_k)
+    assert model.estimators["y"].rows.shape == (top_k, 1, top_k)
+    x = images(3)
+    terms = model.objective_terms(x, tf.constant([-1, 4, -1, -1]))
+    q = model.classify(x).numpy()
+    labelled_elbo = np.stack([model.objective_terms(x, tf.fill([B], k))["elbo"].numpy()
+                              for k in range(K)], axis=1)           # (B, K): L(x, k)
+    top = np.argsort(-q, axis=-1)[:, :top_k]
+    q_top = np.take_along_axis(q, top, -1)
+    q_top /= q_top.sum(-1, keepdims=True)
+    expected = (np.sum(q_top * np.take_along_axis(labelled_elbo, top, -1), -1)
+                - np.sum(q_top * np.log(q_top), -1))
+    expected[1] = labelled_elbo[1, 4]
+    np.testing.assert_allclose(terms["elbo"].numpy(), expected, rtol=1e-5)
+    # the exact sum over all classes is another number: the truncation drops the others' share
+    exact = np.sum(q * labelled_elbo, -1) - np.sum(q * np.log(q), -1)
+    assert np.all(np.abs(exact - expected)[[0, 2, 3]] > 1e-3)
+
+
+def test_enumerate_top_k_is_validated_and_ignored_where_it_keeps_every_value():
+    with pytest.raises(ConfigError, match="enumeration_top_k must be >= 0"):
+        ObjectiveConfig(enumeration_top_k=-1).validate()
+    assert tiny_model("enumerate", enumeration_top_k=K).estimators["y"].top_k is None
+    assert tiny_model("enumerate", enumeration_top_k=0).estimators["y"].rows.shape == (K, 1, K)
+
+
 def test_plugin_labelled_and_unlabelled_terms():
     model = tiny_model("plugin")
     x = images(4)

@@ -259,6 +259,11 @@ class ObjectiveConfig:
     temperature_anneal_steps: int = 0
     # Refuse graphs whose enumerated nodes' product space exceeds this many rows per example.
     max_enumeration_rows: int = 1024
+    # > 0: an enumerated node of more values enumerates, per unlabelled example, only the
+    # enumeration_top_k values q(node | x) ranks highest, weighted by q renormalised over them
+    # (estimators.Enumerate): the bound of that truncated posterior, at k / K of the enumerated
+    # decoder's rows. 0 = every value (the exact sum).
+    enumeration_top_k: int = 0
 
     def validate(self) -> None:
         if self.estimator not in ESTIMATORS:
@@ -294,6 +299,9 @@ class ObjectiveConfig:
                               f"temperature_start={self.temperature_start}")
         if self.temperature_anneal_steps < 0 or self.max_enumeration_rows < 1:
             raise ConfigError("temperature_anneal_steps must be >= 0 and max_enumeration_rows >= 1")
+        if self.enumeration_top_k < 0:
+            raise ConfigError(f"enumeration_top_k must be >= 0 (0 = enumerate every value), "
+                              f"got {self.enumeration_top_k}")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ Estimators (Kingma et al. 2014; Siddharth et al. 2016; Maddison/Jang et al. 2017
                n_1..n_m of sizes K_1..K_m, E = K_1 * ... * K_m rows list their product
                space and one decoder call of E*B rows serves them all; the row weight
                is prod_i q(n_i = v_i(row) | ...), or onehot(label) where observed.
+               With objective.enumeration_top_k = k, each example's k likeliest values
+               under q instead, weighted by q renormalised over them.
     plugin     the probability vector E_q[n] is fed to the networks (one call of B rows)
     relaxed    a reparameterised Concrete / Gumbel-softmax sample at a temperature
     sample     Normal nodes: a reparameterised sample
@@ -110,18 +112,42 @@ class Observed:
 
 
 class Enumerate:
-    """Every value of the node on the shared row axis, weighted by q (or the label)."""
+    """Every value of the node on the shared row axis, weighted by q (or the label).
+
+    With `top_k` (< the node's size), each example enumerates only the k values q ranks highest,
+    weighted by q renormalised over them: the ELBO of the truncated posterior
+    q~(n) = q(n) 1[n in top_k(q)] / sum_top_k q, which is still a lower bound on log p(x) (any
+    distribution over n gives one), at k / K of the decoder's enumerated work. Values outside the
+    top k get no gradient from the unlabelled ELBO (the labels and consistency terms still reach
+    them); a labelled example's top value is its label, at weight 1.
+    """
     name = "enumerate"
 
-    def __init__(self, rows: tf.Tensor):
-        self.rows = rows                                                     # (E, 1, K) one-hot
+    def __init__(self, rows: tf.Tensor, top_k: int | None = None):
+        self.rows = rows                  # (E, 1, K) one-hot; with top_k (E, 1, k): a slot per row
+        self.top_k = top_k
 
     def __call__(self, family, q, prior, observed, mask, ctx) -> NodeTerms:
         probs = family.mean_value(q)                                         # (B, K) | (E, B, K)
         if observed is not None:
             probs = _pin(mask, observed, probs)
-        weight = tf.reduce_sum(self.rows * probs, axis=-1)                   # (E, B)
-        return NodeTerms(self.rows, _kl_or_log_prior(family, q, prior, observed, mask, ctx), weight)
+        if self.top_k is None:
+            weight = tf.reduce_sum(self.rows * probs, axis=-1)               # (E, B)
+            return NodeTerms(self.rows, _kl_or_log_prior(family, q, prior, observed, mask, ctx), weight)
+        if probs.shape.rank != 2:
+            raise GraphError("objective.enumeration_top_k ranks a node's values by q(node | x) per example; "
+                             "it cannot apply to a node whose q depends on another enumerated node")
+        top, index = tf.math.top_k(probs, self.top_k)                        # (B, k)
+        top = top / tf.reduce_sum(top, axis=-1, keepdims=True)               # q~ on its support
+        slots = self.rows[:, 0, :]                                           # (E, k)
+        value = tf.einsum("es,bsv->ebv", slots, tf.one_hot(index, probs.shape[-1]))   # (E, B, K)
+        weight = tf.einsum("es,bs->eb", slots, top)                          # (E, B)
+        # KL(q~ || p): the same bound's KL (-log p(label) where observed, as without top_k)
+        log_prior = prior.log_prob(value)                                    # (E, B)
+        kl = tf.reduce_sum(weight * (tf.math.log(tf.maximum(weight, 1e-30)) - log_prior), axis=0)
+        if observed is not None:
+            kl = tf.where(mask, -prior.log_prob(observed), kl)
+        return NodeTerms(value, kl, weight)
 
 
 def enumeration_rows(sizes: dict[str, int], max_rows: int) -> dict[str, tf.Tensor]:
@@ -131,7 +157,7 @@ def enumeration_rows(sizes: dict[str, int], max_rows: int) -> dict[str, tf.Tenso
         raise GraphError(
             f"enumerating {dict(sizes)} takes {total} rows per example (the product of their sizes), more "
             f"than objective.max_enumeration_rows={max_rows}; use the 'plugin' or 'relaxed' estimator "
-            "for some of these nodes or raise the limit")
+            "for some of these nodes, objective.enumeration_top_k, or raise the limit")
     tables, stride = {}, total
     for name, k in sizes.items():
         stride //= k
@@ -140,16 +166,19 @@ def enumeration_rows(sizes: dict[str, int], max_rows: int) -> dict[str, tf.Tenso
     return tables
 
 
-def build_estimators(graph, default: str, max_rows: int, observed=()) -> dict:
+def build_estimators(graph, default: str, max_rows: int, observed=(), top_k: int = 0) -> dict:
     """The estimator of every node: its own, else `default` where it applies, else its family's default;
-    `observed` nodes (known on every example the estimators will see) take `Observed`."""
+    `observed` nodes (known on every example the estimators will see) take `Observed`. top_k > 0:
+    enumerated nodes of more values enumerate only each example's top_k under q (`Enumerate`)."""
     chosen = {}
     for node in graph:
         name = node.estimator or (default if default in node.estimators else node.default_estimator)
         chosen[node.name] = "observed" if node.name in observed else name
-    rows = enumeration_rows({n: graph[n].size for n, e in chosen.items() if e == "enumerate"}, max_rows)
+    truncated = {n: top_k for n, e in chosen.items() if e == "enumerate" and 0 < top_k < graph[n].size}
+    rows = enumeration_rows({n: truncated.get(n, graph[n].size) for n, e in chosen.items() if e == "enumerate"},
+                            max_rows)
     make = {"sample": Sample, "plugin": PlugIn, "relaxed": Relaxed, "observed": Observed}
-    return {n: Enumerate(rows[n]) if e == "enumerate" else make[e]() for n, e in chosen.items()}
+    return {n: Enumerate(rows[n], truncated.get(n)) if e == "enumerate" else make[e]() for n, e in chosen.items()}
 
 
 def expectation(weights, term):

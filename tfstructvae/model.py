@@ -91,8 +91,7 @@ class StructuredVAE(keras.Model):
         self.num_pixels = math.prod(self.image_shape)
         graph = self.latent_graph
         self.families = {n.name: family_of(n) for n in graph}
-        self.estimators = build_estimators(graph, objective_config.estimator,
-                                           objective_config.max_enumeration_rows)
+        self.estimators = self._build_estimators()
         self.classifier_names = {n.name for n in graph.classifier_nodes}
         self.labelled_tail, self._tail_estimators = 0, None       # set_labelled_tail
         self._labelled_batch_estimators, self.labelled_batch_nodes = None, ()   # set_labelled_batches
@@ -499,9 +498,12 @@ class StructuredVAE(keras.Model):
         if rows < 0:
             raise ValueError(f"rows must be >= 0, got {rows}")
         self.labelled_tail = int(rows) if pinned and not self.model_config.batch_norm else 0
-        self._tail_estimators = (build_estimators(self.latent_graph, self.objective_config.estimator,
-                                                  self.objective_config.max_enumeration_rows, observed=pinned)
-                                 if self.labelled_tail else None)
+        self._tail_estimators = self._build_estimators(observed=pinned) if self.labelled_tail else None
+
+    def _build_estimators(self, observed=()):
+        cfg = self.objective_config
+        return build_estimators(self.latent_graph, cfg.estimator, cfg.max_enumeration_rows, observed=observed,
+                                top_k=cfg.enumeration_top_k)
 
     def set_label_rows(self, rows: int) -> None:
         """Declare that only the last `rows` examples of every training minibatch can carry a label
@@ -531,9 +533,7 @@ class StructuredVAE(keras.Model):
         enumerated = {n for n, e in self.estimators.items() if e.name == "enumerate"}
         pinned = tuple(n for n in observed_nodes if n in enumerated)
         self.labelled_batch_nodes = pinned
-        self._labelled_batch_estimators = (build_estimators(
-            self.latent_graph, self.objective_config.estimator, self.objective_config.max_enumeration_rows,
-            observed=pinned) if pinned else None)
+        self._labelled_batch_estimators = self._build_estimators(observed=pinned) if pinned else None
 
     def training_terms(self, x, labels):
         """`objective_terms` in training, the labelled tail (`set_labelled_tail`) computed apart,
