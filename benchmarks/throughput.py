@@ -37,33 +37,44 @@ from tfstructvae.train import build_model, compile_model  # noqa: E402
 def dense_shapes(model, batch: int, estimator: str) -> list[tuple[int, int, int]]:
     """(rows, d_in, d_out) of every matrix product in one forward pass of the step.
 
-    Under `enumerate`, layers after the class node run on K*B rows, except the
-    class's own input projection (K rows: one per class, broadcast over the batch)
-    and the x projection (B rows); see networks.py.
+    Under `enumerate`, layers after the class node run on E*B rows (E = K, or
+    objective.enumeration_top_k), except the class's own input projection (K rows, one per
+    class broadcast over the batch; E*B with top_k, whose classes differ per example) and the x
+    projection (B rows); see networks.py. The consistency, augmentation, MixUp and
+    shifted-label terms add passes of q(y|x) on their own rows.
     """
     K = model.num_classes
     label = model.label_node.name
+    top_k = getattr(model.estimators.get(label), "top_k", None) if estimator == "enumerate" else None
+    E = top_k or K
+    class_rows = E * batch if top_k else K
     shapes = []
     for node, net in zip(model.latent_graph, model.q_nets):
         enumerated = estimator == "enumerate" and node.name != label and label in node.parents
         inputs = ["x", *node.parents]
         for name, proj in zip(inputs, net.input_projections):
-            rows = batch if (name == "x" or not enumerated) else (K if name == label else K * batch)
+            rows = batch if (name == "x" or not enumerated) else (class_rows if name == label else E * batch)
             shapes.append((rows, *proj.kernel.shape))
-        rows = K * batch if enumerated else batch
+        rows = E * batch if enumerated else batch
         shapes += [(rows, *d.kernel.shape) for d in net.hidden] + [(rows, *net.head.kernel.shape)]
     enumerated = estimator == "enumerate"
     for node, proj in zip(model.latent_graph.decoded_nodes, model.p_net.input_projections):
-        rows = (K if node.name == label else K * batch) if enumerated else batch
+        rows = (class_rows if node.name == label else E * batch) if enumerated else batch
         shapes.append((rows, *proj.kernel.shape))
-    rows = K * batch if enumerated else batch
+    rows = E * batch if enumerated else batch
     shapes += [(rows, *d.kernel.shape) for d in model.p_net.hidden] + [(rows, *model.p_net.head.kernel.shape)]
-    if model.objective_config.consistency_weight:   # VAT: two more passes of q(y|x)
-        i = model.node_index[label]
-        net = model.q_nets[i]
-        extra = [(batch, *net.input_projections[0].kernel.shape)]
-        extra += [(batch, *d.kernel.shape) for d in net.hidden] + [(batch, *net.head.kernel.shape)]
-        shapes += extra * 2
+    cfg = model.objective_config
+    net = model.q_nets[model.node_index[label]]
+
+    def classifier_pass(rows):
+        return ([(rows, *net.input_projections[0].kernel.shape)]
+                + [(rows, *d.kernel.shape) for d in net.hidden] + [(rows, *net.head.kernel.shape)])
+    passes = 2 * bool(cfg.consistency_weight) + bool(cfg.augment_weight) + bool(cfg.mixup_weight)
+    for _ in range(passes):           # VAT: two more passes; augmentation and MixUp: one each
+        shapes += classifier_pass(batch)
+    if cfg.augment_labelled:          # the supervised term on a shifted copy of the rows that can carry labels
+        label_rows = model.label_rows if 0 < model.label_rows < batch else batch
+        shapes += classifier_pass(label_rows)
     return shapes
 
 

@@ -72,6 +72,31 @@ def test_throughput_counts_the_labelled_tail_once():
     assert abs((enumerated - work(model, "enumerate")) - 0.2 * (enumerated - plugin)) < 1e-3 * enumerated
 
 
+def test_throughput_counts_top_k_enumeration_and_the_classifier_passes():
+    # enumeration_top_k = k: what enumeration adds over plug-in shrinks to (k - 1) / (K - 1) of it;
+    # the augmentation and shifted-label terms each add one pass of q(y|x), on B and the label rows
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from throughput import dense_shapes
+    from tfstructvae import get_preset
+    from tfstructvae.train import build_model
+
+    def work(cfg, estimator, label_rows=0):
+        model = build_model(cfg, (28, 28, 1))
+        model.set_label_rows(label_rows)
+        return sum(m * i * o for m, i, o in dense_shapes(model, 100, estimator))
+    best = get_preset("mnist-best")
+    enumerated, plugin = work(best, "enumerate"), work(best, "plugin")
+    top2 = work(best.override(**{"objective.enumeration_top_k": 2}), "enumerate")
+    # ... except the class's own projection (10 -> 512 in q(z|x,y) and in p(x|y,z)): on k*B rows
+    # under top_k, on K rows broadcast over the batch without it
+    per_row = 2 * 10 * 512
+    excess = (2 - 1) * 100 * per_row - (10 - 100) * per_row / 9
+    assert abs((top2 - plugin) - (enumerated - plugin) / 9 - excess) < 1e-6 * enumerated
+    classifier = 784 * 1200 + 1200 * 600 + 600 * 300 + 300 * 10
+    shifted = best.override(**{"objective.augment_weight": 50.0, "objective.augment_labelled": True})
+    assert work(shifted, "plugin", label_rows=20) - plugin == classifier * (100 + 20)
+
+
 def test_supervision_rate_sweep_endpoints(tmp_path, mnist_dir):
     out = tmp_path / "rate.json"
     stdout = run("supervision_rate.py", "--data-dir", mnist_dir, "--rates", "0,0.5,1.0", "--labels", "10",
