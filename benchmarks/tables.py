@@ -98,25 +98,33 @@ BASELINE = "mnist-best"
 DRAWS = "time_to_error_variants"       # one run per preset and label draw: draws_<preset>_seed<draw>.json
 
 
+def _run_name(r) -> str:
+    """A time-to-error run's preset, with its overrides if any: `mnist-shift` + `objective.enumeration_top_k=2`."""
+    return " + ".join([f"`{r['preset']}`"] + [f"`{o}`" for o in r.get("overrides", [])])
+
+
 def time_to_error_table() -> str:
-    """One row per run (preset and label draw) of `DRAWS/draws_*.json`, each run's time to every
-    threshold and, per draw, its time to the last threshold as a fraction of `BASELINE`'s."""
+    """One row per run (preset, overrides and label draw) of `DRAWS/draws_*.json`, each run's time to
+    every threshold of `BASELINE`'s runs and, per draw, its time to the last as a fraction of `BASELINE`'s."""
     folder = os.path.join(RESULTS, DRAWS)
     runs = [_load(os.path.join(DRAWS, name)) for name in sorted(os.listdir(folder) if os.path.isdir(folder) else [])
             if name.startswith("draws_") and name.endswith(".json")]
     if not runs:
         raise FileNotFoundError(f"no draws_*.json in {folder}")
-    thresholds = runs[0]["thresholds"]
+    runs.sort(key=lambda r: (r["config"]["data"]["label_seed"], r["preset"] != BASELINE, r["preset"],
+                             r.get("overrides", [])))
+    thresholds = next((r for r in runs if r["preset"] == BASELINE), runs[0])["thresholds"]
     last = str(thresholds[-1])
-    runs.sort(key=lambda r: (r["config"]["data"]["label_seed"], r["preset"] != BASELINE, r["preset"]))
     baseline = {r["config"]["data"]["label_seed"]: r["time_to"].get(last) for r in runs if r["preset"] == BASELINE}
-    rows = ["| label draw | preset | step | " + " | ".join(f"to {100 * t:g}%" for t in thresholds)
+    rows = ["| label draw | run | step | " + " | ".join(f"to {100 * t:g}%" for t in thresholds)
             + f" | to {100 * thresholds[-1]:g}% against `{BASELINE}` |",
             "| --- | --- | --- | " + " | ".join("---" for _ in thresholds) + " | --- |"]
     for r in runs:
-        draw, curve = r["config"]["data"]["label_seed"], r["curve"]
-        step_ms = 1e3 * curve[-1]["train_seconds"] / curve[-1]["step"]
+        draw = r["config"]["data"]["label_seed"]
         reached = [r["time_to"].get(str(t)) for t in thresholds]
+        # the step's cost up to the last threshold (a run --to-the-end goes on past it)
+        until = reached[-1] or r["curve"][-1]
+        step_ms = 1e3 * until["train_seconds"] / until["step"]
         cells = [f"{x['train_seconds']:.0f} s (step {x['step']:,})" if x else "not reached" for x in reached]
         base, mine = baseline.get(draw), reached[-1]
         if r["preset"] == BASELINE:
@@ -124,16 +132,17 @@ def time_to_error_table() -> str:
         elif base and mine:
             ratio = f"**{mine['train_seconds'] / base['train_seconds']:.2f}**"
         else:
-            ratio = f"only `{r['preset']}` reaches it" if mine else "-"
-        rows.append(f"| {draw} | `{r['preset']}` | {step_ms:.1f} ms | " + " | ".join(cells) + f" | {ratio} |")
+            ratio = f"`{BASELINE}` does not reach it" if mine else "-"
+        rows.append(f"| {draw} | {_run_name(r)} | {step_ms:.1f} ms | " + " | ".join(cells) + f" | {ratio} |")
     first = runs[0]
     return "\n".join(rows) + (f"\n\nValidation error on {first['config']['data']['validation_size']:,} training "
                               f"images held out, measured every {first['every']} steps, "
                               f"{first['config']['data']['labels_per_class']} labels per class; the clock counts "
                               "training only; one run at a time on one quiet machine "
                               "(`python benchmarks/time_to_error.py --data-dir ../shared/data/mnist --seed DRAW "
-                              f"--preset PRESET --out benchmarks/results/{DRAWS}/draws_mnist_shift_seed1.json`, "
-                              "one file per preset and draw).\n")
+                              "--preset PRESET [--set OVERRIDE] "
+                              f"--out benchmarks/results/{DRAWS}/draws_mnist_shift_seed1.json`, "
+                              "one file per run and draw).\n")
 
 
 def fit_table() -> str:

@@ -443,6 +443,10 @@ def test_the_time_to_error_table_has_a_row_per_run_and_sets_each_draw_against_th
             "draws_mnist_best_seed1.json": result("mnist-best", 1, {**at, "0.03": {"step": 750, "train_seconds": 40.0}}),
             "draws_mnist_best_seed0.json": result("mnist-best", 0, at),
             "draws_mnist_shift_seed0.json": result("mnist-shift", 0, {**at, "0.03": {"step": 500, "train_seconds": 30.0}}),
+            "draws_mnist_shift_top2_seed1.json": {**result("mnist-shift", 1, {**at, "0.03": {"step": 750, "train_seconds": 20.0},
+                                                                              "0.02": {"step": 1000, "train_seconds": 25.0}}),
+                                                  "overrides": ["objective.enumeration_top_k=2"],
+                                                  "thresholds": [0.1, 0.05, 0.03, 0.02]},
             "quiet_other.json": result("mnist-mix", 1, {})}           # not one of the draws: left out
     (tmp_path / tables.DRAWS).mkdir()
     for name, r in runs.items():
@@ -451,9 +455,12 @@ def test_the_time_to_error_table_has_a_row_per_run_and_sets_each_draw_against_th
     rows = [r for r in tables.time_to_error_table().splitlines() if r.startswith("| ") and r[2].isdigit()]
     assert rows == [
         "| 0 | `mnist-best` | 40.0 ms | 10 s (step 250) | 20 s (step 500) | not reached | not reached |",
-        "| 0 | `mnist-shift` | 40.0 ms | 10 s (step 250) | 20 s (step 500) | 30 s (step 500) | only `mnist-shift` reaches it |",
-        "| 1 | `mnist-best` | 40.0 ms | 10 s (step 250) | 20 s (step 500) | 40 s (step 750) | 1 |",
-        "| 1 | `mnist-shift` | 40.0 ms | 10 s (step 250) | 20 s (step 500) | 30 s (step 500) | **0.75** |"]
+        "| 0 | `mnist-shift` | 60.0 ms | 10 s (step 250) | 20 s (step 500) | 30 s (step 500) | `mnist-best` does not reach it |",
+        "| 1 | `mnist-best` | 53.3 ms | 10 s (step 250) | 20 s (step 500) | 40 s (step 750) | 1 |",
+        "| 1 | `mnist-shift` | 60.0 ms | 10 s (step 250) | 20 s (step 500) | 30 s (step 500) | **0.75** |",
+        # the baseline's thresholds; the step's cost up to the last of them
+        "| 1 | `mnist-shift` + `objective.enumeration_top_k=2` | 26.7 ms | 10 s (step 250) | 20 s (step 500) "
+        "| 20 s (step 750) | **0.50** |"]
 
 
 def test_pixel_density_times_both_densities(tmp_path):
