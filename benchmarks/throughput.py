@@ -174,18 +174,26 @@ def growth(args) -> list[dict]:
     rows = []
     sweeps = [("classes", k, args.batch_size) for k in args.classes] + \
              [("batch_size", 10, b) for b in args.batch_sizes]
-    for estimator in ("plugin", "enumerate", "relaxed"):
+    for label, estimator, top_k in growth_lines(args.top_k):
         for sweep, k, batch in sweeps:
             cfg = get_preset(args.preset).override(**{
                 **parse_overrides(args.set), "objective.estimator": estimator, "model.num_classes": k,
-                "train.jit_compile": args.growth_xla, "data.batch_size": batch})
+                "objective.enumeration_top_k": top_k, "train.jit_compile": args.growth_xla,
+                "data.batch_size": batch})
             seconds, model = step_seconds(cfg, batch, args.steps, args.warmup, args.labelled_tail)
-            rows.append({"sweep": sweep, "estimator": estimator, "classes": k, "batch_size": batch,
+            rows.append({"sweep": sweep, "estimator": label, "top_k": top_k, "classes": k, "batch_size": batch,
                          "xla": args.growth_xla, "step_ms": 1e3 * seconds, "examples_per_sec": batch / seconds,
                          "traces": model.traces})
-            print(f"growth {estimator:9s} K={k:4d} B={batch:5d} {batch / seconds:9.0f} ex/s "
+            print(f"growth {label:15s} K={k:4d} B={batch:5d} {batch / seconds:9.0f} ex/s "
                   f"(traced {model.traces}x)", flush=True)
     return rows
+
+
+def growth_lines(top_k: int) -> list[tuple[str, str, int]]:
+    """(label, estimator, objective.enumeration_top_k) of every growth curve: the three estimators,
+    and enumeration of each example's top_k classes (its decoder rows stay k x B at any K)."""
+    lines = [("plugin", "plugin", 0), ("enumerate", "enumerate", 0), ("relaxed", "relaxed", 0)]
+    return lines + ([(f"enumerate-top{top_k}", "enumerate", top_k)] if top_k else [])
 
 
 def plot_growth(rows: list[dict], path: str) -> None:
@@ -194,7 +202,7 @@ def plot_growth(rows: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, sweep, label in ((axes[0], "classes", "classes K"), (axes[1], "batch_size", "batch size")):
-        for estimator in ("plugin", "enumerate", "relaxed"):
+        for estimator in dict.fromkeys(r["estimator"] for r in rows):
             points = [(r[sweep], r["examples_per_sec"]) for r in rows
                       if r["sweep"] == sweep and r["estimator"] == estimator]
             ax.plot(*zip(*points), marker="o", label=estimator)
@@ -228,6 +236,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch-sizes", type=lambda v: [int(b) for b in v.split(",")],
                    default=[32, 64, 128, 256, 512, 1024])
     p.add_argument("--growth-xla", action="store_true", help="the growth sweeps with XLA (default: without)")
+    p.add_argument("--top-k", type=int, default=2,
+                   help="with --growth: also enumeration of each example's top k classes "
+                        "(objective.enumeration_top_k); 0 leaves that curve out")
     p.add_argument("--png", help="with --growth: the growth curves as a PNG")
     args = p.parse_args(argv)
 

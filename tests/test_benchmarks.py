@@ -329,7 +329,9 @@ def test_throughput_growth_curves_trace_each_step_once(tmp_path):
         "--set", "model.hidden_units=[16]", "--growth", "--classes", "10,20", "--batch-sizes", "16,32",
         "--png", str(png))
     rows = json.load(open(out))["growth"]
-    assert len(rows) == 3 * 4 and {r["estimator"] for r in rows} == {"plugin", "enumerate", "relaxed"}
+    assert len(rows) == 4 * 4
+    assert {r["estimator"] for r in rows} == {"plugin", "enumerate", "relaxed", "enumerate-top2"}
+    assert {r["top_k"] for r in rows if r["estimator"] == "enumerate-top2"} == {2}
     assert {(r["classes"], r["batch_size"]) for r in rows if r["sweep"] == "classes"} == {(10, 100), (20, 100)}
     assert {(r["classes"], r["batch_size"]) for r in rows if r["sweep"] == "batch_size"} == {(10, 16), (10, 32)}
     assert all(r["traces"] == 1 and r["examples_per_sec"] > 0 for r in rows)
