@@ -48,6 +48,21 @@ def test_invalid_graphs_are_refused(nodes, message):
         LatentGraph(*nodes)
 
 
+def test_top_k_enumeration_takes_the_product_of_the_truncated_sizes_and_refuses_an_enumerated_parent():
+    two = LatentGraph(Categorical("a", 6, estimator="enumerate"), Categorical("b", 2, estimator="enumerate"),
+                      Normal("z", 2, parents=("a", "b")))
+    model = small(two, enumeration_top_k=3)
+    # a keeps its 3 likeliest values, b (2 values) all of them: 6 rows
+    assert model.estimators["a"].rows.shape == (6, 1, 3) and model.estimators["a"].top_k == 3
+    assert model.estimators["b"].rows.shape == (6, 1, 2) and model.estimators["b"].top_k is None
+    x = tf.random.stateless_uniform((4, *SHAPE), (1, 2))
+    assert np.all(np.isfinite(model.objective_terms(x)["elbo"].numpy()))
+    chained = LatentGraph(Categorical("a", 4, estimator="enumerate"),
+                          Categorical("b", 4, parents=("a",), estimator="enumerate"))
+    with pytest.raises(GraphError, match="enumeration_top_k .* cannot apply to a node whose q depends on another"):
+        small(chained, enumeration_top_k=2).objective_terms(x)
+
+
 def test_impossible_models_are_refused():
     big = LatentGraph(Categorical("a", 40, estimator="enumerate"), Categorical("b", 40, estimator="enumerate"))
     with pytest.raises(GraphError, match=r"enumerating \{'a': 40, 'b': 40\} takes 1600 rows.*max_enumeration_rows"):
