@@ -189,6 +189,15 @@ def growth(args) -> list[dict]:
     return rows
 
 
+def estimator_and_top_k(label: str) -> tuple[str, int]:
+    """'enumerate-top2' -> ('enumerate', 2): enumeration of each example's 2 likeliest classes
+    (objective.enumeration_top_k); any other name -> (name, 0)."""
+    name, _, k = label.partition("-top")
+    if k and not (name == "enumerate" and k.isdigit() and int(k) > 0):
+        raise SystemExit(f"--estimators: {label!r} is not an estimator; write enumerate-topK for top-k enumeration")
+    return name, int(k or 0)
+
+
 def growth_lines(top_k: int) -> list[tuple[str, str, int]]:
     """(label, estimator, objective.enumeration_top_k) of every growth curve: the three estimators,
     and enumeration of each example's top_k classes (its decoder rows stay k x B at any K)."""
@@ -220,7 +229,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="JSON file to write")
     p.add_argument("--preset", default="mnist-paper")
     p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--estimators", default="plugin,enumerate,relaxed")
+    p.add_argument("--estimators", default="plugin,enumerate,relaxed",
+                   help="comma-separated; enumerate-topK enumerates each example's K likeliest classes")
     p.add_argument("--steps", type=int, default=60, help="timed steps per configuration")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--rounds", type=int, default=3,
@@ -244,12 +254,14 @@ def main(argv=None) -> int:
 
     built = []
     for estimator in args.estimators.split(","):
+        name, top_k = estimator_and_top_k(estimator)
         for xla in (True, False):
             cfg = get_preset(args.preset).override(**{
-                **parse_overrides(args.set),
-                "objective.estimator": estimator, "train.jit_compile": xla, "data.batch_size": args.batch_size})
+                **parse_overrides(args.set), "objective.estimator": name,
+                **({"objective.enumeration_top_k": top_k} if top_k else {}),
+                "train.jit_compile": xla, "data.batch_size": args.batch_size})
             seconds, model = step_seconds(cfg, args.batch_size, args.steps, args.warmup, args.labelled_tail)
-            shapes = step_shapes(model, args.batch_size, estimator)
+            shapes = step_shapes(model, args.batch_size, name)
             roof = roofline_call(shapes)
             built.append({"estimator": estimator, "xla": xla, "model": model, "shapes": shapes, "roof": roof,
                           "step_rounds": [seconds], "roof_rounds": [time_calls(roof, args.steps, args.warmup)]})

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -95,6 +97,16 @@ def test_throughput_counts_top_k_enumeration_and_the_classifier_passes():
     classifier = 784 * 1200 + 1200 * 600 + 600 * 300 + 300 * 10
     shifted = best.override(**{"objective.augment_weight": 50.0, "objective.augment_labelled": True})
     assert work(shifted, "plugin", label_rows=20) - plugin == classifier * (100 + 20)
+
+
+def test_throughput_reads_enumerate_top_k_as_an_estimator_label():
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from throughput import estimator_and_top_k
+    assert estimator_and_top_k("enumerate-top3") == ("enumerate", 3)
+    assert estimator_and_top_k("plugin") == ("plugin", 0)
+    for bad in ("plugin-top2", "enumerate-top0", "enumerate-topx"):
+        with pytest.raises(SystemExit, match="enumerate-topK"):
+            estimator_and_top_k(bad)
 
 
 def test_supervision_rate_sweep_endpoints(tmp_path, mnist_dir):
