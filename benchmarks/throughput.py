@@ -41,7 +41,7 @@ def dense_shapes(model, batch: int, estimator: str) -> list[tuple[int, int, int]
     objective.enumeration_top_k), except the class's own input projection (K rows, one per
     class broadcast over the batch; E*B with top_k, whose classes differ per example) and the x
     projection (B rows); see networks.py. The consistency, augmentation, MixUp and
-    shifted-label terms add passes of q(y|x) on their own rows.
+    shifted-label terms add VAT's probe and one pass of q(y|x) on their rows stacked.
     """
     K = model.num_classes
     label = model.label_node.name
@@ -69,12 +69,15 @@ def dense_shapes(model, batch: int, estimator: str) -> list[tuple[int, int, int]
     def classifier_pass(rows):
         return ([(rows, *net.input_projections[0].kernel.shape)]
                 + [(rows, *d.kernel.shape) for d in net.hidden] + [(rows, *net.head.kernel.shape)])
-    passes = 2 * bool(cfg.consistency_weight) + bool(cfg.augment_weight) + bool(cfg.mixup_weight)
-    for _ in range(passes):           # VAT: two more passes; augmentation and MixUp: one each
+    if cfg.consistency_weight:        # VAT's probe of the adversarial direction
         shapes += classifier_pass(batch)
-    if cfg.augment_labelled:          # the supervised term on a shifted copy of the rows that can carry labels
-        label_rows = model.label_rows if 0 < model.label_rows < batch else batch
-        shapes += classifier_pass(label_rows)
+    # one call of q(y|x) on the minibatches it is asked about, stacked (StructuredVAE.q_from_x_parts):
+    # the adversarial images, the shifted copies, the MixUp images, the labels' shifted copies
+    label_rows = model.label_rows if 0 < model.label_rows < batch else batch
+    stacked = batch * (bool(cfg.consistency_weight) + bool(cfg.augment_weight) + bool(cfg.mixup_weight)) \
+        + label_rows * bool(cfg.augment_labelled)
+    if stacked:
+        shapes += classifier_pass(stacked)
     return shapes
 
 

@@ -97,6 +97,10 @@ def test_throughput_counts_top_k_enumeration_and_the_classifier_passes():
     classifier = 784 * 1200 + 1200 * 600 + 600 * 300 + 300 * 10
     shifted = best.override(**{"objective.augment_weight": 50.0, "objective.augment_labelled": True})
     assert work(shifted, "plugin", label_rows=20) - plugin == classifier * (100 + 20)
+    model = build_model(shifted, (28, 28, 1))
+    model.set_label_rows(20)
+    # VAT's probe on the minibatch, then one pass on the adversarial, shifted and labels' rows stacked
+    assert [m for m, i, o in dense_shapes(model, 100, "plugin") if (i, o) == (784, 1200)] == [100, 100, 220]
 
 
 def test_throughput_reads_enumerate_top_k_as_an_estimator_label():
