@@ -95,7 +95,7 @@ def peers_table() -> str:
 
 # The time-to-error target (issue 18) is a fraction of this preset's time: the default when it was set.
 BASELINE = "mnist-best"
-DRAWS = "time_to_error_variants"       # one run per preset and label draw: draws_<preset>_seed<draw>.json
+DRAWS = "time_to_error_variants"       # one run per preset (and overrides) and label draw: draws_*.json
 
 
 def _run_name(r) -> str:

@@ -569,11 +569,11 @@ def _mnist_shift_top2() -> Config:
     # `mnist-shift` enumerating, for each unlabelled image, only the two digits q(y|x) ranks highest,
     # weighted by q renormalised over them (objective.enumeration_top_k; estimators.Enumerate): the
     # decoder runs on 2 rows an image instead of 10, a step about 0.7 of `mnist-shift`'s. On the
-    # validation split (10 labels per class) it ends where `mnist-shift` does, 1.82 / 2.06% against
-    # 1.82 / 2.12% on label draws 1 / 2, but at 3.34% against 2.88% on draw 0 (three digits: 2.86% there, 4.68% on draw 2),
-    # so it is not the default; test error at 10 labels per class 1.91 / 1.77 / 1.84% (1.84 +- 0.07,
-    # `mnist-shift` 1.84 +- 0.06) with 0.56 / 0.46 of `mnist-best`'s time to 3% on draws 1 / 2
-    # (docs/results.md, "Enumerating the likeliest classes only").
+    # validation split (10 labels per class) it ends where `mnist-shift` does on label draws 1 / 2
+    # (1.82 / 2.06% against 1.82 / 2.12%), but at 3.34% against 2.88% on draw 0 (three digits: 2.86%
+    # there, 4.68% on draw 2), so it is not the default. Test error at 10 labels per class
+    # 1.91 / 1.77 / 1.84% (1.84 +- 0.07; `mnist-shift` 1.84 +- 0.06), with 0.56 / 0.46 of
+    # `mnist-best`'s time to 3% on draws 1 / 2 (docs/results.md, "Enumerating the likeliest classes only").
     base = _mnist_shift()
     return dataclasses.replace(base, preset="mnist-shift-top2",
                                objective=dataclasses.replace(base.objective, enumeration_top_k=2))
