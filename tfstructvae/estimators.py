@@ -142,12 +142,9 @@ class Enumerate:
         slots = self.rows[:, 0, :]                                           # (E, k)
         value = tf.einsum("es,bsv->ebv", slots, tf.one_hot(index, probs.shape[-1]))   # (E, B, K)
         weight = tf.einsum("es,bs->eb", slots, top)                          # (E, B)
-        # KL(q~ || p): the same bound's KL (-log p(label) where observed, as without top_k)
-        log_prior = prior.log_prob(value)                                    # (E, B)
-        kl = tf.reduce_sum(weight * (tf.math.log(tf.maximum(weight, 1e-30)) - log_prior), axis=0)
-        if observed is not None:
-            kl = tf.where(mask, -prior.log_prob(observed), kl)
-        return NodeTerms(value, kl, weight)
+        # KL(q~ || p), the same bound's KL; 0 log 0 = 0 on a labelled example's empty rows
+        kl = tf.reduce_sum(tf.math.xlogy(weight, weight) - weight * prior.log_prob(value), axis=0)   # (B,)
+        return NodeTerms(value, _kl_or_log_prior(family, q, prior, observed, mask, ctx, kl), weight)
 
 
 def enumeration_rows(sizes: dict[str, int], max_rows: int) -> dict[str, tf.Tensor]:
