@@ -319,6 +319,26 @@ def test_weight_decay_shrinks_weights_by_learning_rate_times_decay():
         TrainConfig(weight_decay=-1e-4).validate()
 
 
+def test_gradient_clipping_bounds_each_element_or_the_joint_norm():
+    import tensorflow as tf
+    from tfstructvae.config import ConfigError
+    grads = [tf.constant([3.0, -0.5, -4.0]), tf.constant([0.2])]
+    by_value = small_config("plugin", "rate").override(**{"train.clip_value": 1.0})
+    opt = compile_model(build_model(by_value, (28, 28, 1)), by_value, 4).optimizer
+    np.testing.assert_allclose(np.concatenate([g.numpy() for g in opt._clip_gradients(grads)]),
+                               [1.0, -0.5, -1.0, 0.2])
+    by_norm = small_config("plugin", "rate").override(**{"train.global_clip_norm": 2.5})
+    opt = compile_model(build_model(by_norm, (28, 28, 1)), by_norm, 4).optimizer
+    norm = np.sqrt(3.0 ** 2 + 0.5 ** 2 + 4.0 ** 2 + 0.2 ** 2)
+    np.testing.assert_allclose(np.concatenate([g.numpy() for g in opt._clip_gradients(grads)]),
+                               np.array([3.0, -0.5, -4.0, 0.2]) * 2.5 / norm, rtol=1e-6)
+    plain = small_config("plugin", "rate")
+    opt = compile_model(build_model(plain, (28, 28, 1)), plain, 4).optimizer
+    assert opt.clipvalue is None and opt.global_clipnorm is None
+    with pytest.raises(ConfigError, match="clip_value must be >= 0"):
+        TrainConfig(clip_value=-1.0).validate()
+
+
 def test_weight_average_ramps_its_momentum_with_the_step():
     import keras
     import tensorflow as tf

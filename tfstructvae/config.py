@@ -331,6 +331,11 @@ class TrainConfig:
     # step each weight also shrinks by learning_rate * weight_decay of itself, following the
     # learning-rate schedule. 0: plain Adam.
     weight_decay: float = 0.0
+    # > 0: each gradient element clipped to [-clip_value, clip_value] before Adam's step (Keras's
+    # `clipvalue`); global_clip_norm > 0: all gradients scaled together so that their joint norm is
+    # at most this (Keras's `global_clipnorm`). 0: no clipping.
+    clip_value: float = 0.0
+    global_clip_norm: float = 0.0
     # What the progress bar shows ("all": every logged term; each still goes to TensorBoard and
     # history.csv). `labelled_accuracy` is the accuracy on a batch's labelled examples.
     progress_metrics: tuple[str, ...] = ("loss", "elbo", "val_accuracy")
@@ -350,6 +355,9 @@ class TrainConfig:
             raise ConfigError(f"ema_momentum must lie in [0, 1) (0 = no weight average), got {self.ema_momentum}")
         if not self.weight_decay >= 0.0:
             raise ConfigError(f"weight_decay must be >= 0 (0 = none), got {self.weight_decay}")
+        for name in ("clip_value", "global_clip_norm"):
+            if not getattr(self, name) >= 0.0:
+                raise ConfigError(f"{name} must be >= 0 (0 = no clipping), got {getattr(self, name)}")
         for name in ("steps_per_epoch", "checkpoint_every_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -108,6 +108,8 @@ def compile_model(model: StructuredVAE, cfg: Config, steps_per_epoch: int) -> St
     jit = cfg.train.jit_compile is not False and model.xla_refusal is None
     ema = cfg.train.ema_momentum
     model.compile(optimizer=Adam(lr, weight_decay=cfg.train.weight_decay or None,
+                                 clipvalue=cfg.train.clip_value or None,
+                                 global_clipnorm=cfg.train.global_clip_norm or None,
                                  use_ema=ema > 0, ema_momentum=ema or 0.99, ema_ramp=cfg.train.ema_ramp),
                   jit_compile=jit)
     # Create the optimizer's slots now: variables created inside the first trace make
