@@ -480,7 +480,8 @@ def _mnist_m2() -> Config:
     # Semi-supervised-VAE, ssl_m2_v2): every step holds all 100 labelled images beside 100
     # unlabelled ones, and the classifier term weighs 0.1 x 100 = 10 times the minibatch mean of
     # -log q(y|x) against the two mean ELBOs, i.e. alpha = 10 per labelled example here; one hidden
-    # layer, Adam 1e-3, 100 epochs (about 50,000 steps). Kingma's own code (nips14-ssl, M1 + M2 only)
+    # layer, Adam 1e-3, 100 epochs (an epoch is 300 steps of 200 images here: 30,000 steps; the
+    # reproduction ran about 50,000). Kingma's own code (nips14-ssl, M1 + M2 only)
     # weighs 0.1 N over the whole epoch (0.5 per labelled example at a fifth of every minibatch),
     # with Adam at 3e-4 for 3,000 epochs: under that reading the error was still 24% after 40 epochs
     # here (docs/results.md, "`mnist-m2`").
