@@ -111,6 +111,45 @@ def test_benchmark_reuse_resumes_a_run_cut_short(reference_run, tmp_path, mnist_
     assert comparable(run_dir) == comparable(reference_run)
 
 
+def test_a_finished_run_goes_on_for_more_epochs_as_if_trained_that_long(reference_run, tmp_path, mnist_dir):
+    # A run at a constant learning rate trained for 1 epoch, then resumed with --epochs 2 (the CLI)
+    # or asked for 2 by a benchmark (train_or_reuse), ends exactly where the 2-epoch run ends.
+    short = [a if a != str(EPOCHS) else "1" for a in train_cmd("RUN", mnist_dir)]
+    for way in ("cli", "reuse"):
+        run_dir = str(tmp_path / way)
+        first = subprocess.run([a if a != "RUN" else run_dir for a in short], capture_output=True, text=True,
+                               timeout=600)
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert json.load(open(os.path.join(run_dir, "metrics.json")))["epochs"] == 1
+        if way == "cli":
+            result = subprocess.run(train_cmd(run_dir, mnist_dir, "--resume"), capture_output=True, text=True,
+                                    timeout=600)
+        else:
+            code = ("import sys; from tfstructvae.train import train_or_reuse, read_run_config; "
+                    "train_or_reuse(read_run_config(sys.argv[1]).override(**{'train.epochs': 2}), sys.argv[1])")
+            result = subprocess.run([sys.executable, "-c", code, run_dir], capture_output=True, text=True,
+                                    timeout=600)
+            assert "trained for 1 epochs; going on to 2" in result.stdout
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert json.load(open(os.path.join(run_dir, "config.json")))["train"]["epochs"] == EPOCHS
+        assert json.load(open(os.path.join(run_dir, "metrics.json")))["resumed_from_step"] == STEPS
+        assert comparable(run_dir) == comparable(reference_run)
+
+
+def test_a_longer_cosine_schedule_or_other_settings_are_refused_on_resume():
+    from tfstructvae.config import ConfigError, get_preset
+    from tfstructvae.train import _check_extension
+    saved = get_preset("mnist-paper")
+    _check_extension(saved, saved.override(**{"train.epochs": 40}), "run")      # constant rate: allowed
+    cosine = get_preset("mnist-shift")
+    with pytest.raises(ConfigError, match="only at a constant learning rate"):
+        _check_extension(cosine, cosine.override(**{"train.epochs": 40}), "run")
+    with pytest.raises(ConfigError, match="the configuration differs"):
+        _check_extension(saved, saved.override(**{"train.epochs": 40, "objective.alpha": 5.0}), "run")
+    with pytest.raises(ConfigError, match="it can go on to more, not 10"):
+        _check_extension(saved, saved.override(**{"train.epochs": 10}), "run")
+
+
 def test_a_weight_averaged_run_killed_mid_epoch_resumes_exactly(reference_run, tmp_path, mnist_dir):
     # Keras would put the average in place at the end of the first of the two fit calls of a run
     # resumed mid-epoch; the average replaces the weights once, after training (train.Adam).

@@ -208,17 +208,20 @@ def main(argv=None) -> int:
     from tfstructvae.config import ConfigError
     from tfstructvae.data import DataError
     from tfstructvae.distribution import WorkerLost
+    from tfstructvae.config import parse_overrides
     from tfstructvae.rundir import RunDirError, read_run_config
     from tfstructvae.train import TrainingInterrupted, evaluate_run, train_and_evaluate
     try:
         if args.command == "train":
             cfg = config_from_args(args)
-            if args.resume:   # the run's own settings, not the preset's
+            if args.resume:   # the run's own settings, not the preset's; a run may go on for longer
                 cfg = read_run_config(args.output_dir)
+                epochs = args.epochs or parse_overrides(args.set).get("train.epochs")
+                if epochs:
+                    cfg = cfg.override(**{"train.epochs": int(epochs)})
             metrics = train_and_evaluate(cfg, args.output_dir, overwrite=args.overwrite,
                                          resume=args.resume, verbose=_verbosity(args.verbose))
         elif args.command == "tune":
-            from tfstructvae.config import parse_overrides
             from tfstructvae.tune import DEFAULT_GRID, parse_grid, tune
             explicit = {"objective.estimator": args.estimator, "objective.alpha": args.alpha,
                         **parse_overrides(args.set)}
