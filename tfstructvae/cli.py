@@ -205,10 +205,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from tfstructvae.callbacks import NonFiniteError
-    from tfstructvae.config import ConfigError
+    from tfstructvae.config import ConfigError, parse_overrides
     from tfstructvae.data import DataError
     from tfstructvae.distribution import WorkerLost
-    from tfstructvae.config import parse_overrides
     from tfstructvae.rundir import RunDirError, read_run_config
     from tfstructvae.train import TrainingInterrupted, evaluate_run, train_and_evaluate
     try:

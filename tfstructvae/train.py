@@ -303,8 +303,9 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
     data = load_data(cfg)   # fail on bad data before touching the run directory
     run = prepare_training(cfg, data, strategy)   # refuses an impossible split or class count before the run dir is made
     cfg = run.cfg
-    if resume and read_run_config(run_dir) != cfg:
-        _check_extension(read_run_config(run_dir), cfg, run_dir)
+    saved = read_run_config(run_dir) if resume else None
+    if resume and saved != cfg:
+        _check_extension(saved, cfg, run_dir)
         if chief:     # a longer run of the same settings: it goes on to cfg.train.epochs
             write_json_atomic(os.path.join(run_dir, "config.json"), cfg.to_dict())
     if not resume and chief:
@@ -388,27 +389,21 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
     return metrics
 
 
-def _longer(saved: Config, cfg: Config) -> bool:
-    """`cfg` is `saved` trained for more epochs, at a constant learning rate: the steps already
-    taken are those of the longer run, so the run can go on (resume) instead of starting over."""
-    same = saved.override(**{"train.epochs": cfg.train.epochs}) == cfg
-    return same and cfg.train.epochs > saved.train.epochs and cfg.train.lr_decay == "none"
-
-
 def _check_extension(saved: Config, cfg: Config, run_dir: str) -> None:
-    if _longer(saved, cfg):
-        return
-    if saved.override(**{"train.epochs": cfg.train.epochs}) == cfg:
-        if cfg.train.epochs <= saved.train.epochs:
-            raise ConfigError(f"--resume: {run_dir} is a run of {saved.train.epochs} epochs; it can go on "
-                              f"to more, not {cfg.train.epochs}")
+    """Pass if `cfg` is `saved` trained for more epochs at a constant learning rate (the steps
+    already taken are those of the longer run, so it can go on from them); else say why not."""
+    if saved.override(**{"train.epochs": cfg.train.epochs}) != cfg:
+        raise ConfigError(f"--resume: the configuration differs from the one saved in {run_dir}; "
+                          "resume with the same settings (or none: they are read from the run; "
+                          "train.epochs alone may grow)")
+    if cfg.train.epochs <= saved.train.epochs:
+        raise ConfigError(f"--resume: {run_dir} is a run of {saved.train.epochs} epochs; it can go on "
+                          f"to more, not {cfg.train.epochs}")
+    if cfg.train.lr_decay != "none":
         raise ConfigError(
             f"--resume: {run_dir} was trained for {saved.train.epochs} epochs; it can go on to more "
             f"only at a constant learning rate (train.lr_decay='none'): the length of its "
             f"{saved.train.lr_decay!r} schedule sets the rate of every step")
-    raise ConfigError(f"--resume: the configuration differs from the one saved in {run_dir}; "
-                      "resume with the same settings (or none: they are read from the run; "
-                      "train.epochs alone may grow)")
 
 
 def train_or_reuse(cfg: Config, run_dir: str) -> dict:
@@ -423,12 +418,12 @@ def train_or_reuse(cfg: Config, run_dir: str) -> dict:
     stored = read_run_config(run_dir)
     wanted = resolve_for_data(cfg, load_data(cfg))
     same = _same_settings(stored.to_dict(), wanted.to_dict())
-    longer = _same_settings(stored.override(**{"train.epochs": wanted.train.epochs}).to_dict(), wanted.to_dict()) \
-        and _longer(stored, stored.override(**{"train.epochs": wanted.train.epochs}))
+    extended = stored.override(**{"train.epochs": wanted.train.epochs})   # the stored run, longer
+    longer = (wanted.train.epochs > stored.train.epochs and stored.train.lr_decay == "none"
+              and _same_settings(extended.to_dict(), wanted.to_dict()))
     if longer and latest_step(os.path.join(run_dir, "checkpoints")) > 0:
         print(f"{run_dir}: trained for {stored.train.epochs} epochs; going on to {wanted.train.epochs}", flush=True)
-        return train_and_evaluate(stored.override(**{"train.epochs": wanted.train.epochs}), run_dir,
-                                  resume=True, verbose=0)
+        return train_and_evaluate(extended, run_dir, resume=True, verbose=0)
     if same and os.path.isfile(done):
         with open(done) as f:
             return json.load(f)
