@@ -7,6 +7,9 @@
 
 Each (preset, l, seed) trains into RUNS_DIR/<preset>-l<l>-s<seed> and is skipped when
 that run already has a metrics.json, so an interrupted table resumes where it stopped.
+With `--teacher-preset T` every run is a self-trained student (`data.teacher`): the run of T on the
+same labels and seed (RUNS_DIR/T-l<l>-s<seed>, trained first or reused) labels its unlabelled
+images, and the student trains into RUNS_DIR/<preset>-taught-by-T-l<l>-s<seed>.
 The seed sets the labelled subset, the data order and the initialisation together.
 Hyperparameters come from the presets (chosen on validation data); figures are test error.
 Each run also reports q(y|x)'s error on its unlabelled training images against their hidden
@@ -65,6 +68,8 @@ def main(argv=None) -> int:
                    help="override every preset, e.g. objective.augment_teacher=true (a run trained under "
                         "other settings is trained again, so give the variant a --runs-dir of its own)")
     p.add_argument("--runs-dir", default="runs/paper_table")
+    p.add_argument("--teacher-preset", help="self-training: every run learns from a run of this preset on the same "
+                   "labels and seed (trained first, or reused, as RUNS_DIR/PRESET-lL-sS)")
     p.add_argument("--quick", action="store_true", help="one l (10), one seed, 2 epochs")
     args = p.parse_args(argv)
 
@@ -81,12 +86,18 @@ def main(argv=None) -> int:
     for l in labels:
         for preset in presets:
             for seed in seeds:
-                cfg = get_preset(preset).override(**parse_overrides(args.set)).override(**{
-                    "data.data_dir": args.data_dir, "data.validation_size": 0,  # the papers train on all of it
-                "data.labels_per_class": l, "data.label_seed": seed,
-                    "data.data_seed": seed, "train.init_seed": seed, "train.epochs": args.epochs,
-                    "train.steps_per_epoch": args.steps_per_epoch})
-                run_dir = os.path.join(args.runs_dir + ("-quick" if args.quick else ""), f"{preset}-l{l}-s{seed}")
+                common = {"data.data_dir": args.data_dir, "data.validation_size": 0,  # the papers train on all of it
+                          "data.labels_per_class": l, "data.label_seed": seed,
+                          "data.data_seed": seed, "train.init_seed": seed, "train.epochs": args.epochs,
+                          "train.steps_per_epoch": args.steps_per_epoch}
+                cfg = get_preset(preset).override(**parse_overrides(args.set)).override(**common)
+                runs_dir = args.runs_dir + ("-quick" if args.quick else "")
+                run_dir = os.path.join(runs_dir, f"{preset}-l{l}-s{seed}")
+                if args.teacher_preset:
+                    teacher_dir = os.path.join(runs_dir, f"{args.teacher_preset}-l{l}-s{seed}")
+                    train_or_reuse(get_preset(args.teacher_preset).override(**common), teacher_dir)
+                    cfg = cfg.override(**{"data.teacher": (teacher_dir,)})
+                    run_dir = os.path.join(runs_dir, f"{preset}-taught-by-{args.teacher_preset}-l{l}-s{seed}")
                 metrics = train_or_reuse(cfg, run_dir)
                 pool = run_pool_error(run_dir, args.data_dir)
                 runs.append({"preset": preset, "labels_per_class": l, "seed": seed,

@@ -39,6 +39,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="none (default); mirrored: every local GPU; multiworker: the cluster in TF_CONFIG")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override any configuration field, e.g. --set objective.entropy_weight=0.5")
+    p.add_argument("--teacher", action="append", metavar="RUN_DIR",
+                   help="self-training: a finished run on the same labelled split whose classifier labels the "
+                        "unlabelled images (repeat for several, averaged); see data.teacher_threshold")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --output-dir")
     p.add_argument("--resume", action="store_true", help="continue the run in --output-dir")
     p.add_argument("--verbose", default="auto", help="Keras verbosity: auto, 0, 1 (bar), 2 (line/epoch)")
@@ -80,6 +83,7 @@ def config_from_args(args):
         "train.jit_compile": False if args.no_xla else None,
         "train.distribute": args.distribute,
         "data.verify_checksum": False if args.skip_checksum else None,
+        "data.teacher": tuple(args.teacher) if args.teacher else None,
         "train.progress_metrics": tuple(args.metrics.split(",")) if args.metrics else None,
     }
     changes.update(parse_overrides(args.set))

@@ -51,6 +51,11 @@ class DataConfig:
     node_labelled_share: float = 0.0
     verify_checksum: bool = True   # SVHN: check the official files' md5 sums
     use_extra: bool = False        # SVHN: add extra_32x32.mat to the training pool
+    # Self-training: finished runs on the same labelled split whose q(y|x), averaged, labels the
+    # unlabelled pool; its predictions with probability >= teacher_threshold join the labelled
+    # examples (the images also stay in the unlabelled stream). `selftraining.py`.
+    teacher: tuple[str, ...] = ()
+    teacher_threshold: float = 0.0
 
     def validate(self) -> None:
         if self.labels_per_class < 0:
@@ -59,6 +64,10 @@ class DataConfig:
             raise ConfigError(f"validation_size must be >= 0, got {self.validation_size}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 <= self.teacher_threshold < 1.0:
+            raise ConfigError(f"teacher_threshold must lie in [0, 1), got {self.teacher_threshold}")
+        if isinstance(self.teacher, str) or not all(isinstance(t, str) and t for t in self.teacher):
+            raise ConfigError(f"teacher must be a list of run directories, got {self.teacher!r}")
         if self.node_labels not in ("all", "labelled"):
             raise ConfigError(f"unknown node_labels {self.node_labels!r}; expected 'all' or 'labelled'")
         if self.supervision_mode not in SUPERVISION_MODES:
@@ -393,6 +402,9 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
+        data = dict(d.get("data", {}))
+        if isinstance(data.get("teacher"), list):
+            data["teacher"] = tuple(data["teacher"])
         model = dict(d.get("model", {}))
         for name in ("hidden_units", "classifier_units", "classifier_filters", "image_shape"):
             if model.get(name) is not None:
@@ -401,7 +413,7 @@ class Config:
         if isinstance(train.get("progress_metrics"), list):
             train["progress_metrics"] = tuple(train["progress_metrics"])
         return cls(preset=d.get("preset", "custom"),
-                   data=DataConfig(**d.get("data", {})),
+                   data=DataConfig(**data),
                    model=ModelConfig(**model),
                    objective=ObjectiveConfig(**d.get("objective", {})),
                    train=TrainConfig(**train))

@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
@@ -28,6 +28,7 @@ from tfstructvae.data import (ImageDataset, LabelledSplit, epoch_steps, evaluati
                               training_pipeline)
 from tfstructvae.data.records import take_rows
 from tfstructvae.model import StructuredVAE
+from tfstructvae.selftraining import with_teacher_labels
 from tfstructvae.rundir import (RunDirError, check_run_dir, load_run, prepare_run_dir, read_run_config,  # noqa: F401
                                 write_json_atomic)
 from tfstructvae.visualize import ImageSummaries
@@ -147,6 +148,8 @@ class Training:
     validation: tf.data.Dataset | None      # the held-out part of the training set, if any
     model: StructuredVAE
     strategy: tf.distribute.Strategy | None = None
+    taught: dict = field(default_factory=dict)   # what `data.teacher` added (`with_teacher_labels`)
+    taught_data: ImageDataset | None = None      # `data` with the teachers' labels, what the pipeline feeds
 
     def pipeline(self, start_step: int = 0) -> tf.data.Dataset:
         """The training minibatches from `start_step` on (the same stream for any start); under
@@ -157,7 +160,7 @@ class Training:
 
     def global_pipeline(self, start_step: int = 0) -> tf.data.Dataset:
         x, split = self.data.x_train, self.split
-        labelled = node_labels(self.cfg, self.data, "train", split.labelled)
+        labelled = node_labels(self.cfg, self.data if self.taught_data is None else self.taught_data, "train", split.labelled)
         unlabelled = node_labels(self.cfg, self.data, "train", split.unlabelled, with_class=False)
         if isinstance(unlabelled, dict) and self.cfg.data.node_labels == "labelled":
             unlabelled = {k: missing_labels(np.asarray(v), len(v)) for k, v in unlabelled.items()}
@@ -222,11 +225,17 @@ def prepare_training(cfg: Config, data: ImageDataset | None = None,
     cfg = resolve_for_data(cfg, data)
     split = labelled_split(data.y_train, cfg.data.labels_per_class, data.num_classes,
                            cfg.data.label_seed, cfg.data.validation_size)
+    taught_data, taught = None, {}
+    if cfg.data.teacher:
+        taught_data, split, taught = with_teacher_labels(cfg, data, split)
+        print(f"self-training: {taught['teacher_labelled']:,} of {taught['unlabelled']:,} unlabelled images labelled "
+              f"by {len(cfg.data.teacher)} teacher run(s) (probability >= {cfg.data.teacher_threshold})", flush=True)
     if cfg.train.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(cfg.train.init_seed)
-    steps = cfg.train.steps_per_epoch or epoch_steps(len(split.unlabelled), len(split.labelled),
-                                                     cfg.data.batch_size)
+    # the images a teacher labelled are counted once, as in the teacher's epochs
+    n_labelled = len(split.labelled) - taught.get("teacher_labelled", 0)
+    steps = cfg.train.steps_per_epoch or epoch_steps(len(split.unlabelled), n_labelled, cfg.data.batch_size)
     validation = (evaluation_pipeline(data.x_train[split.validation],
                                       node_labels(cfg, data, "train", split.validation), EVAL_BATCH)
                   if len(split.validation) else None)
@@ -237,7 +246,7 @@ def prepare_training(cfg: Config, data: ImageDataset | None = None,
     if cfg.data.supervision_mode == "rate" and 0 < cfg.data.supervision_rate < 1:
         # a labelled minibatch is labelled throughout: its labels are not enumerated
         model.set_labelled_batches(labelled_pool_nodes(cfg, data, split))
-    return Training(cfg, data, split, steps, validation, model, strategy)
+    return Training(cfg, data, split, steps, validation, model, strategy, taught, taught_data)
 
 
 def labelled_tail(cfg: Config, data: ImageDataset, split: LabelledSplit) -> tuple[int, tuple[str, ...]]:
@@ -369,6 +378,7 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
         "dataset": data.name,
         "labels_per_class": cfg.data.labels_per_class,
         "labelled_examples": int(len(split.labelled)),
+        **run.taught,
         "estimator": cfg.objective.estimator,
         "epochs": cfg.train.epochs,
         "steps_per_epoch": steps,
@@ -442,8 +452,8 @@ def _same_settings(stored: dict, wanted: dict) -> bool:
     if stored["model"]["image_shape"] is None:     # runs saved before shapes were recorded
         stored["model"]["image_shape"] = wanted["model"]["image_shape"]
     stored["data"]["data_dir"] = wanted["data"]["data_dir"]
-    for field in ("jit_compile", "distribute"):
-        stored["train"][field] = wanted["train"][field]
+    for name in ("jit_compile", "distribute"):
+        stored["train"][name] = wanted["train"][name]
     return stored == wanted
 
 

@@ -1,0 +1,94 @@
+"""Self-training (`data.teacher`): a finished run's confident classes become the next run's labels."""
+
+import os
+
+import numpy as np
+import pytest
+
+from tfstructvae import get_preset
+from tfstructvae.config import ConfigError
+from tfstructvae.rundir import write_json_atomic
+
+LABELS, HOLD_OUT = 10, 1000
+
+
+def base_cfg(mnist_dir, **changes):
+    return get_preset("mnist-paper").override(**{
+        "data.data_dir": mnist_dir, "data.labels_per_class": LABELS, "data.validation_size": HOLD_OUT,
+        "data.label_seed": 3, **changes})
+
+
+def teacher_run(path, cfg, logits):
+    """A run directory whose q(y|x) gives every image the class probabilities softmax(`logits`)."""
+    from tfstructvae.model import StructuredVAE
+    model = StructuredVAE.from_config(cfg.override(**{"model.image_shape": (28, 28, 1)}))
+    head = model.q_nets[model.node_index["y"]]
+    kernel, bias = [w for w in head.weights if w.shape[-1] == 10][-2:]
+    kernel.assign(np.zeros(kernel.shape, np.float32))
+    bias.assign(np.asarray(logits, np.float32))
+    os.makedirs(path)
+    write_json_atomic(os.path.join(path, "config.json"),
+                      cfg.override(**{"model.image_shape": (28, 28, 1)}).to_dict())
+    model.save_weights(os.path.join(path, "model.weights.h5"))
+    return str(path)
+
+
+def test_a_student_trains_on_its_teachers_confident_classes(tmp_path, mnist_dir):
+    from tfstructvae.train import prepare_training
+    cfg = base_cfg(mnist_dir)
+    threes = teacher_run(tmp_path / "threes", cfg, np.eye(10)[3] * 30.0)     # class 3, probability ~1
+    unsure = teacher_run(tmp_path / "unsure", cfg, np.zeros(10))             # 0.1 for every class
+
+    plain = prepare_training(cfg)
+    run = prepare_training(cfg.override(**{"data.teacher": (threes,), "data.teacher_threshold": 0.9}))
+    pool = plain.split.unlabelled
+    assert len(run.split.labelled) == len(plain.split.labelled) + len(pool)
+    np.testing.assert_array_equal(run.split.unlabelled, pool)          # the images stay unlabelled too
+    np.testing.assert_array_equal(run.split.validation, plain.split.validation)
+    assert run.steps == plain.steps                                     # an epoch is as long as without
+    assert np.all(run.taught_data.y_train[pool] == 3)
+    np.testing.assert_array_equal(run.taught_data.y_train[plain.split.labelled], plain.data.y_train[plain.split.labelled])
+    np.testing.assert_array_equal(run.data.y_train, plain.data.y_train)   # scored against the true labels
+    assert run.taught == {"teacher_labelled": len(pool), "unlabelled": len(pool), "teacher_threshold": 0.9,
+                          "teacher_label_error": pytest.approx(np.mean(plain.data.y_train[pool] != 3))}
+    # what the step sees: the labelled minibatches carry the teacher's class (the 100 true labels are a
+    # fraction of a percent of the labelled examples now)
+    labels = np.concatenate([y.numpy().reshape(-1) for _, y in run.global_pipeline().take(200)])
+    labels = labels[labels >= 0]
+    assert len(labels) > 0 and np.mean(labels == 3) > 0.97
+
+    # no image reaches the threshold: the labelled split is the plain one
+    run = prepare_training(cfg.override(**{"data.teacher": (unsure,), "data.teacher_threshold": 0.5}))
+    np.testing.assert_array_equal(run.split.labelled, plain.split.labelled)
+    # two teachers are averaged: class 3 at (1 + 0.1) / 2 = 0.55
+    both = cfg.override(**{"data.teacher": (threes, unsure)})
+    assert len(prepare_training(both.override(**{"data.teacher_threshold": 0.5})).split.labelled) == \
+        len(plain.split.labelled) + len(pool)
+    np.testing.assert_array_equal(prepare_training(both.override(**{"data.teacher_threshold": 0.6})).split.labelled,
+                                  plain.split.labelled)
+
+
+def test_a_teacher_from_another_split_or_a_bad_threshold_is_refused(tmp_path, mnist_dir):
+    from tfstructvae.train import prepare_training
+    cfg = base_cfg(mnist_dir)
+    other = teacher_run(tmp_path / "other", base_cfg(mnist_dir, **{"data.label_seed": 4}), np.zeros(10))
+    with pytest.raises(ConfigError, match="another labelled split.*label_seed: 4 there, 3 here"):
+        prepare_training(cfg.override(**{"data.teacher": (other,)}))
+    with pytest.raises(ConfigError, match="teacher_threshold must lie in"):
+        cfg.override(**{"data.teacher": (other,), "data.teacher_threshold": 1.0}).validate()
+    with pytest.raises(ConfigError, match="list of run directories"):
+        cfg.override(**{"data.teacher": str(tmp_path / "other")}).validate()
+    from tfstructvae.rundir import RunDirError
+    with pytest.raises(RunDirError, match="does not exist"):
+        prepare_training(cfg.override(**{"data.teacher": (str(tmp_path / "missing"),)}))
+
+
+def test_the_cli_takes_one_teacher_or_several():
+    import argparse
+    from tfstructvae.cli import _add_train_args, config_from_args
+    p = argparse.ArgumentParser()
+    _add_train_args(p)
+    args = p.parse_args(["--output-dir", "x", "--teacher", "runs/a", "--teacher", "runs/b",
+                         "--set", "data.teacher_threshold=0.95"])
+    cfg = config_from_args(args)
+    assert cfg.data.teacher == ("runs/a", "runs/b") and cfg.data.teacher_threshold == 0.95
