@@ -201,6 +201,15 @@ def test_pool_error_scores_a_finished_runs_unlabelled_images(tmp_path, mnist_dir
     # 60,000 training images less the 1,000 held out and the 100 labelled (label draw 3)
     assert r["unlabelled_images"] == 58900 and r["label_seed"] == 3 and 0 <= r["pool_error"] <= 1
     assert " -> " in r["worst_confusion"] and "unlabelled-pool error" in stdout
+    # a run still training has no weights file, only checkpoints: its last one (step 5, where this
+    # run ended) is scored on request, to the same figure
+    os.remove(os.path.join(run_dir, "model.weights.h5"))
+    refused = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "pool_error.py"), run_dir],
+                             capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert refused.returncode == 2 and "not a finished run" in refused.stderr and "--latest-checkpoint" in refused.stderr
+    stdout = run("pool_error.py", run_dir, "--latest-checkpoint", "--out", str(out))
+    (c,) = json.load(open(out))["runs"]
+    assert c["step"] == 5 and c["pool_error"] == r["pool_error"] and "at step 5:" in stdout
 
 
 def test_error_and_worst_confusion_names_the_class_read_as_another():

@@ -505,16 +505,27 @@ def unlabelled_pool_error(model: StructuredVAE, data: ImageDataset, split: Label
     return {"unlabelled_images": int(len(pool)), "pool_error": error, "worst_confusion": worst}
 
 
-def run_pool_error(run_dir: str, data_dir: str | None = None) -> dict:
+def run_pool_error(run_dir: str, data_dir: str | None = None, latest_checkpoint: bool = False) -> dict:
     """`unlabelled_pool_error` of a finished run: its labelled split drawn again from its
-    configuration (`data.label_seed`, `data.validation_size`); `data_dir` if its data moved."""
-    cfg, model = load_run(run_dir)
+    configuration (`data.label_seed`, `data.validation_size`); `data_dir` if its data moved.
+    `latest_checkpoint`: the run's newest checkpoint instead, for a run still training or cut short
+    (with its weight average swapped in, as the run would end there); `step` says which."""
+    if latest_checkpoint:
+        cfg = read_run_config(run_dir)
+        model = compile_model(StructuredVAE.from_config(cfg), cfg, steps_per_epoch=1)
+        step = restore_latest(model, os.path.join(run_dir, "checkpoints"))
+        if not step:
+            raise RunDirError(f"{run_dir} has no checkpoint yet")
+        model.optimizer.average_weights(model.trainable_variables)     # no-op without train.ema_momentum
+    else:
+        cfg, model = load_run(run_dir)
+        step = None
     if data_dir:
         cfg = cfg.override(**{"data.data_dir": data_dir})
     data = load_data(cfg)
     split = labelled_split(data.y_train, cfg.data.labels_per_class, data.num_classes,
                            cfg.data.label_seed, cfg.data.validation_size)
-    return unlabelled_pool_error(model, data, split)
+    return {**unlabelled_pool_error(model, data, split), **({"step": step} if step is not None else {})}
 
 
 def continuous_node_metrics(model: StructuredVAE, x: np.ndarray, labels, batch_size: int = EVAL_BATCH) -> dict:
