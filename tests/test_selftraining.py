@@ -47,7 +47,8 @@ def test_a_student_trains_on_its_teachers_confident_classes(tmp_path, mnist_dir)
     np.testing.assert_array_equal(run.split.validation, plain.split.validation)
     assert run.steps == plain.steps                                     # an epoch is as long as without
     assert np.all(run.taught_data.y_train[pool] == 3)
-    np.testing.assert_array_equal(run.taught_data.y_train[plain.split.labelled], plain.data.y_train[plain.split.labelled])
+    labelled = plain.split.labelled
+    np.testing.assert_array_equal(run.taught_data.y_train[labelled], plain.data.y_train[labelled])
     np.testing.assert_array_equal(run.data.y_train, plain.data.y_train)   # scored against the true labels
     assert run.taught == {"teacher_labelled": len(pool), "unlabelled": len(pool), "teacher_threshold": 0.9,
                           "teacher_label_error": pytest.approx(np.mean(plain.data.y_train[pool] != 3))}

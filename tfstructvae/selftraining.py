@@ -50,7 +50,8 @@ def teacher_probabilities(cfg: Config, x: np.ndarray, num_classes: int, batch_si
     return total / len(cfg.data.teacher)
 
 
-def with_teacher_labels(cfg: Config, data: ImageDataset, split: LabelledSplit) -> tuple[ImageDataset, LabelledSplit, dict]:
+def with_teacher_labels(cfg: Config, data: ImageDataset,
+                        split: LabelledSplit) -> tuple[ImageDataset, LabelledSplit, dict]:
     """What a student trains on: a copy of `data` whose unlabelled images the teachers classify
     confidently carry the teachers' class instead of the true one, and `split` with those images
     added to the labelled indices. Returns (taught data, split, summary); score against `data`."""

@@ -160,7 +160,8 @@ class Training:
 
     def global_pipeline(self, start_step: int = 0) -> tf.data.Dataset:
         x, split = self.data.x_train, self.split
-        labelled = node_labels(self.cfg, self.data if self.taught_data is None else self.taught_data, "train", split.labelled)
+        taught = self.data if self.taught_data is None else self.taught_data
+        labelled = node_labels(self.cfg, taught, "train", split.labelled)
         unlabelled = node_labels(self.cfg, self.data, "train", split.unlabelled, with_class=False)
         if isinstance(unlabelled, dict) and self.cfg.data.node_labels == "labelled":
             unlabelled = {k: missing_labels(np.asarray(v), len(v)) for k, v in unlabelled.items()}
