@@ -93,3 +93,21 @@ def test_the_cli_takes_one_teacher_or_several():
                          "--set", "data.teacher_threshold=0.95"])
     cfg = config_from_args(args)
     assert cfg.data.teacher == ("runs/a", "runs/b") and cfg.data.teacher_threshold == 0.95
+
+
+def test_paper_table_trains_each_draws_teacher_first(tmp_path, mnist_dir):
+    import json
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out, runs = tmp_path / "table.json", tmp_path / "runs"
+    result = subprocess.run([sys.executable, os.path.join(repo, "benchmarks", "paper_table.py"), "--data-dir", mnist_dir,
+                             "--quick", "--presets", "mnist-paper", "--teacher-preset", "mnist-paper", "--epochs", "1",
+                             "--steps-per-epoch", "20", "--runs-dir", str(runs), "--out", str(out)],
+                            capture_output=True, text=True, timeout=900, cwd=repo)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (r,) = json.load(open(out))["runs"]
+    teacher = os.path.join(f"{runs}-quick", "mnist-paper-l10-s0")
+    assert r["config"]["data"]["teacher"] == [teacher] and os.path.isfile(os.path.join(teacher, "model.weights.h5"))
+    student = json.load(open(os.path.join(f"{runs}-quick", "mnist-paper-taught-by-mnist-paper-l10-s0", "metrics.json")))
+    assert student["teacher_labelled"] == student["unlabelled"] == 59900 and 0 <= r["test_error"] <= 1
