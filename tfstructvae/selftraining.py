@@ -16,7 +16,8 @@ import dataclasses
 import numpy as np
 
 from tfstructvae.config import Config, ConfigError
-from tfstructvae.data import ImageDataset, LabelledSplit
+from tfstructvae.data import ImageDataset, LabelledSplit, evaluation_pipeline
+from tfstructvae.data.records import take_rows
 from tfstructvae.rundir import load_run, read_run_config
 
 # The teacher's split must be the student's: otherwise its training pool may hold the student's
@@ -44,9 +45,9 @@ def teacher_probabilities(cfg: Config, x: np.ndarray, num_classes: int, batch_si
         label = model.latent_graph.label
         if label.size != num_classes:
             raise ConfigError(f"teacher {teacher_dir} classifies into {label.size} classes, the data has {num_classes}")
-        for start in range(0, len(x), batch_size):
-            images = (np.asarray(x[start:start + batch_size]) / 255.0).astype(np.float32)
-            total[start:start + batch_size] += model.encode(images)[label.name].probs_parameter().numpy()
+        # the compiled predict over the evaluation pipeline: q(y|x)'s probabilities, as `predict_labels` reads them
+        total += model.predict(evaluation_pipeline(x, np.zeros(len(x), np.int64), batch_size)
+                               .map(lambda images, _: images), verbose=0)
     return total / len(cfg.data.teacher)
 
 
@@ -59,7 +60,7 @@ def with_teacher_labels(cfg: Config, data: ImageDataset,
     if [n.name for n in graph.labelled_nodes] != [graph.label.name]:
         raise ConfigError("data.teacher labels the class node alone; this graph has other labelled nodes "
                           f"({[n.name for n in graph.labelled_nodes]})")
-    probs = teacher_probabilities(cfg, data.x_train[split.unlabelled], data.num_classes)
+    probs = teacher_probabilities(cfg, take_rows(data.x_train, split.unlabelled), data.num_classes)  # shards too
     confident = probs.max(-1) >= cfg.data.teacher_threshold
     chosen = split.unlabelled[confident]
     y = data.y_train.copy()
