@@ -62,6 +62,20 @@ def test_evaluate_reloads_the_run(trained_run, mnist_dir):
     assert metrics["test_error"] == pytest.approx(saved["test_error"], abs=1e-6)
 
 
+def test_a_validation_run_leaves_the_test_set_unscored(tmp_path, mnist_dir):
+    run_dir = str(tmp_path / "val")
+    result = run_cli("train", "--preset", "mnist-paper", "--data-dir", mnist_dir, "--labels-per-class", "10",
+                     "--epochs", "1", "--steps-per-epoch", "30", "--validation-size", "500", "--no-test",
+                     "--output-dir", run_dir, "--verbose", "0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
+    assert metrics["test_scored"] is False and not any(k.startswith("test_e") for k in metrics)
+    assert 0 <= metrics["validation_error"] < 0.9
+    later = run_cli("evaluate", run_dir, "--data-dir", mnist_dir)        # the test set, scored on request
+    assert later.returncode == 0, later.stderr[-3000:]
+    assert 0 <= json.loads(later.stdout[later.stdout.index("{"):])["test_error"] <= 1
+
+
 def test_existing_run_is_refused(trained_run, mnist_dir):
     run_dir, _ = trained_run
     result = run_cli("train", "--data-dir", mnist_dir, "--output-dir", run_dir, "--epochs", "1")

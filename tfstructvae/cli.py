@@ -167,7 +167,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="tfstructvae", description="Semi-supervised VAEs with structured encoders.")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_train_args(sub.add_parser("train", help="train a model into a run directory"))
+    tr = sub.add_parser("train", help="train a model into a run directory")
+    _add_train_args(tr)
+    tr.add_argument("--no-test", action="store_true",
+                    help="do not score the test set at the end: a validation study reads the held-out "
+                         "--validation-size images' error in metrics.json (`tfstructvae evaluate RUN` "
+                         "scores the test set later)")
     tu = sub.add_parser("tune", help="choose settings on a held-out validation split (test set untouched)")
     _add_train_args(tu)
     # tune keeps the points it finished (it resumes by itself); --overwrite starts it over
@@ -222,8 +227,8 @@ def main(argv=None) -> int:
                 epochs = args.epochs or parse_overrides(args.set).get("train.epochs")
                 if epochs:
                     cfg = cfg.override(**{"train.epochs": int(epochs)})
-            metrics = train_and_evaluate(cfg, args.output_dir, overwrite=args.overwrite,
-                                         resume=args.resume, verbose=_verbosity(args.verbose))
+            metrics = train_and_evaluate(cfg, args.output_dir, overwrite=args.overwrite, resume=args.resume,
+                                         verbose=_verbosity(args.verbose), test=not args.no_test)
         elif args.command == "tune":
             from tfstructvae.tune import DEFAULT_GRID, parse_grid, tune
             explicit = {"objective.estimator": args.estimator, "objective.alpha": args.alpha,

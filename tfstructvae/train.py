@@ -296,8 +296,10 @@ def labelled_pool_nodes(cfg: Config, data: ImageDataset, split: LabelledSplit) -
 
 
 def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resume: bool = False,
-                       verbose="auto", callbacks=()) -> dict:
+                       verbose="auto", callbacks=(), test: bool = True) -> dict:
     """Train `cfg` into `run_dir`, evaluate on the test set, write metrics.json; return the metrics.
+    `test=False` leaves the test set unscored (a validation study: metrics.json then holds the
+    held-out `validation_error` and no test figure; `evaluate_run` scores the test set later).
 
     Under `train.distribute="multiworker"` every worker calls this with the same arguments; the
     chief alone writes the run directory (config, logs, history, weights, metrics), the others
@@ -373,7 +375,7 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
     if chief:
         model.save_weights(os.path.join(run_dir, "model.weights.h5"))
 
-    metrics = evaluate_model(model, data, cfg)
+    metrics = evaluate_model(model, data, cfg) if test else {"test_scored": False}
     metrics.update({
         "preset": cfg.preset,
         "dataset": data.name,
