@@ -102,9 +102,12 @@ def main(argv=None) -> int:
                 pool = run_pool_error(run_dir, args.data_dir)
                 runs.append({"preset": preset, "labels_per_class": l, "seed": seed,
                              "test_error": metrics["test_error"], "epochs": metrics["epochs"],
-                             "wall_time_s": metrics["wall_time_s"], **pool, "config": cfg.to_dict()})
+                             "wall_time_s": metrics["wall_time_s"], **pool, "config": cfg.to_dict(),
+                             # a preset that trains its own teacher (data.teacher_preset): both, and the teacher's error
+                             **{k: metrics[k] for k in ("recipe_wall_time_s", "teacher_wall_time_s",
+                                                        "teacher_test_error", "teacher_label_error") if k in metrics}})
                 print(f"{preset:12s} l={l:<4d} seed={seed}  test error {100 * metrics['test_error']:.2f}%  "
-                      f"({metrics['wall_time_s']:.0f} s)"
+                      f"({metrics.get('recipe_wall_time_s', metrics['wall_time_s']):.0f} s)"
                       + (f"; unlabelled-pool error {100 * pool['pool_error']:.2f}% (most confused: "
                          f"{pool['worst_confusion']})" if pool else ""), flush=True)
                 summary = summarise(runs)

@@ -111,3 +111,37 @@ def test_paper_table_trains_each_draws_teacher_first(tmp_path, mnist_dir):
     assert r["config"]["data"]["teacher"] == [teacher] and os.path.isfile(os.path.join(teacher, "model.weights.h5"))
     student = json.load(open(os.path.join(f"{runs}-quick", "mnist-paper-taught-by-mnist-paper-l10-s0", "metrics.json")))
     assert student["teacher_labelled"] == student["unlabelled"] == 59900 and 0 <= r["test_error"] <= 1
+
+
+def test_a_preset_with_its_own_teacher_trains_it_first_and_resumes_it(tmp_path, mnist_dir):
+    # data.teacher_preset: one command trains the teacher on the run's own split into RUN/teacher,
+    # then the student; the saved configuration names the preset, not the directory
+    import json
+    from tfstructvae.train import train_and_evaluate, train_or_reuse
+    cfg = base_cfg(mnist_dir, **{"data.teacher_preset": "mnist-paper", "train.epochs": 1,
+                                 "train.steps_per_epoch": 5, "train.jit_compile": False})
+    run = str(tmp_path / "run")
+    metrics = train_and_evaluate(cfg, run, verbose=0)
+    teacher = os.path.join(run, "teacher")
+    tcfg = json.load(open(os.path.join(teacher, "config.json")))
+    assert tcfg["preset"] == "mnist-paper" and tcfg["train"]["epochs"] == get_preset("mnist-paper").train.epochs
+    assert (tcfg["data"]["label_seed"], tcfg["data"]["validation_size"], tcfg["train"]["steps_per_epoch"]) == (3, HOLD_OUT, 5)
+    tmetrics = json.load(open(os.path.join(teacher, "metrics.json")))
+    assert metrics["teacher_labelled"] == metrics["unlabelled"] == 60000 - HOLD_OUT - 10 * LABELS
+    assert metrics["teacher_test_error"] == tmetrics["test_error"]
+    assert metrics["recipe_wall_time_s"] == pytest.approx(metrics["wall_time_s"] + tmetrics["wall_time_s"])
+    saved = json.load(open(os.path.join(run, "config.json")))["data"]
+    assert saved["teacher"] == [] and saved["teacher_preset"] == "mnist-paper"
+
+    # cut short while the teacher trained: the student has its config.json only, the teacher a checkpoint
+    for name in ("metrics.json", "model.weights.h5"):
+        os.remove(os.path.join(run, name))
+        os.remove(os.path.join(teacher, name))
+    import shutil
+    shutil.rmtree(os.path.join(run, "checkpoints"))
+    again = train_or_reuse(cfg, run)
+    assert json.load(open(os.path.join(teacher, "metrics.json")))["resumed_from_step"] == 100   # not trained again
+    assert again["teacher_labelled"] == metrics["teacher_labelled"] and again["resumed_from_step"] == 0
+
+    with pytest.raises(ConfigError, match="unknown teacher_preset 'mnist-huge'"):
+        cfg.override(**{"data.teacher_preset": "mnist-huge"}).validate()

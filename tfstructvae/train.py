@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import keras
 import numpy as np
@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from tfstructvae.callbacks import EpochTime, FasterStep, History, ProgressBar, StopOnNonFinite
 from tfstructvae.checkpointing import CheckpointEvery, latest_step, restore_latest
-from tfstructvae.config import Config, ConfigError
+from tfstructvae.config import Config, ConfigError, get_preset
 from tfstructvae.data.pipeline import missing_labels
 from tfstructvae.distribution import (PEER_FAILURES, distribute_global_batches, is_chief, make_strategy, worker_lost,
                                       xla_refusal)
@@ -313,14 +313,29 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
     if chief:
         check_run_dir(run_dir, overwrite, resume)
     data = load_data(cfg)   # fail on bad data before touching the run directory
-    run = prepare_training(cfg, data, strategy)   # refuses an impossible split or class count before the run dir is made
-    cfg = run.cfg
+    made, teacher = False, {}
+    if cfg.data.teacher_preset:
+        # the run directory (and its config.json) first, so that a run cut short while its
+        # teacher trains is resumed like any other
+        cfg = resolve_for_data(cfg, data)
+        if not resume and chief:
+            prepare_run_dir(run_dir, overwrite=overwrite)
+            write_json_atomic(os.path.join(run_dir, "config.json"), cfg.to_dict())
+            made = True
+        teacher = train_preset_teacher(cfg, run_dir, verbose=verbose, test=test)
+        start = time.time()     # the student's own time from here; the teacher's is in `teacher`
+    # the teacher trained above joins the given ones for training, but the saved configuration
+    # names its preset only, so that the run directory can move
+    given = cfg.data.teacher
+    run = prepare_training(cfg.override(**{"data.teacher": given + tuple(teacher.get("dirs", ()))}) if teacher
+                           else cfg, data, strategy)   # refuses an impossible split before the run dir is made
+    cfg = run.cfg.override(**{"data.teacher": given}) if teacher else run.cfg
     saved = read_run_config(run_dir) if resume else None
     if resume and saved != cfg:
         _check_extension(saved, cfg, run_dir)
         if chief:     # a longer run of the same settings: it goes on to cfg.train.epochs
             write_json_atomic(os.path.join(run_dir, "config.json"), cfg.to_dict())
-    if not resume and chief:
+    if not resume and chief and not made:
         prepare_run_dir(run_dir, overwrite=overwrite)
         write_json_atomic(os.path.join(run_dir, "config.json"), cfg.to_dict())
     model, steps, validation, split = run.model, run.steps, run.validation, run.split
@@ -382,6 +397,7 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
         "labels_per_class": cfg.data.labels_per_class,
         "labelled_examples": int(len(split.labelled)),
         **run.taught,
+        **{k: v for k, v in teacher.items() if k != "dirs"},
         "estimator": cfg.objective.estimator,
         "epochs": cfg.train.epochs,
         "steps_per_epoch": steps,
@@ -394,6 +410,8 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
         **({"step_ms_xla": chooser.step_ms[True], "step_ms_without_xla": chooser.step_ms[False]}
            if chooser and chooser.step_ms else {}),
     })
+    if teacher:     # what the whole recipe took, teacher and student
+        metrics["recipe_wall_time_s"] = metrics["wall_time_s"] + teacher["teacher_wall_time_s"]
     if validation is not None:
         val = model.evaluate(validation, return_dict=True, verbose=0)
         metrics["validation_error"] = 1.0 - float(val["accuracy"]) if "accuracy" in val else None
@@ -419,15 +437,35 @@ def _check_extension(saved: Config, cfg: Config, run_dir: str) -> None:
             f"{saved.train.lr_decay!r} schedule sets the rate of every step")
 
 
-def train_or_reuse(cfg: Config, run_dir: str) -> dict:
-    """The metrics of `run_dir` if it finished with this configuration, else train it (quietly)
-    first: benchmarks resume this way. A run cut short under this configuration continues from
-    its last checkpoint. A run whose config.json differs (a preset that changed since) is
-    trained again rather than reported under the new settings."""
+def train_preset_teacher(cfg: Config, run_dir: str, verbose="auto", test: bool = True) -> dict:
+    """`data.teacher_preset`: that preset trained on this run's data and labelled split (labels,
+    hold-out, seeds; `train.steps_per_epoch` too, for short runs) into RUN_DIR/teacher, or resumed
+    or reused there. Returns its directory (under "dirs") and what it cost."""
+    teacher_dir = os.path.join(run_dir, "teacher")
+    same = {f"data.{f.name}": getattr(cfg.data, f.name) for f in fields(cfg.data)
+            if f.name in ("dataset", "data_dir", "labels_per_class", "validation_size", "label_seed",
+                          "data_seed", "verify_checksum", "use_extra")}
+    tcfg = get_preset(cfg.data.teacher_preset).override(**same, **{
+        "train.init_seed": cfg.train.init_seed, "train.steps_per_epoch": cfg.train.steps_per_epoch,
+        "train.jit_compile": cfg.train.jit_compile, "train.distribute": cfg.train.distribute})
+    if not os.path.isfile(os.path.join(teacher_dir, "metrics.json")):
+        print(f"self-training: first the teacher, {cfg.data.teacher_preset} ({tcfg.train.epochs} epochs), "
+              f"into {teacher_dir}", flush=True)
+    metrics = train_or_reuse(tcfg, teacher_dir, verbose=verbose, test=test)
+    return {"dirs": (teacher_dir,), "teacher_wall_time_s": metrics["wall_time_s"],
+            **({"teacher_test_error": metrics["test_error"]} if "test_error" in metrics else {}),
+            **({"teacher_validation_error": metrics["validation_error"]} if "validation_error" in metrics else {})}
+
+
+def train_or_reuse(cfg: Config, run_dir: str, verbose=0, test: bool = True) -> dict:
+    """The metrics of `run_dir` if it finished with this configuration, else train it (quietly
+    unless `verbose`) first: benchmarks resume this way. A run cut short under this configuration
+    continues from its last checkpoint. A run whose config.json differs (a preset that changed
+    since) is trained again rather than reported under the new settings."""
     done = os.path.join(run_dir, "metrics.json")
     saved = os.path.isfile(os.path.join(run_dir, "config.json"))
     if not saved:
-        return train_and_evaluate(cfg, run_dir, overwrite=True, verbose=0)
+        return train_and_evaluate(cfg, run_dir, overwrite=True, verbose=verbose, test=test)
     stored = read_run_config(run_dir)
     wanted = resolve_for_data(cfg, load_data(cfg))
     same = _same_settings(stored.to_dict(), wanted.to_dict())
@@ -436,17 +474,18 @@ def train_or_reuse(cfg: Config, run_dir: str) -> dict:
               and _same_settings(extended.to_dict(), wanted.to_dict()))
     if longer and latest_step(os.path.join(run_dir, "checkpoints")) > 0:
         print(f"{run_dir}: trained for {stored.train.epochs} epochs; going on to {wanted.train.epochs}", flush=True)
-        return train_and_evaluate(extended, run_dir, resume=True, verbose=0)
+        return train_and_evaluate(extended, run_dir, resume=True, verbose=verbose, test=test)
     if same and os.path.isfile(done):
         with open(done) as f:
             return json.load(f)
-    if same and latest_step(os.path.join(run_dir, "checkpoints")) > 0:
+    # a self-training run cut short while its teacher trained has no checkpoint but a teacher to go on with
+    if same and (latest_step(os.path.join(run_dir, "checkpoints")) > 0 or stored.data.teacher_preset):
         print(f"{run_dir}: resuming from its last checkpoint", flush=True)
         return train_and_evaluate(cfg.override(**{"data.data_dir": stored.data.data_dir}), run_dir,
-                                  resume=True, verbose=0)
+                                  resume=True, verbose=verbose, test=test)
     if os.path.isfile(done):
         print(f"{run_dir}: finished with another configuration; training it again", flush=True)
-    return train_and_evaluate(cfg, run_dir, overwrite=True, verbose=0)
+    return train_and_evaluate(cfg, run_dir, overwrite=True, verbose=verbose, test=test)
 
 
 def _same_settings(stored: dict, wanted: dict) -> bool:
