@@ -324,12 +324,11 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
             made = True
         teacher = train_preset_teacher(cfg, run_dir, verbose=verbose, test=test)
         start = time.time()     # the student's own time from here; the teacher's is in `teacher`
-    # the teacher trained above joins the given ones for training, but the saved configuration
-    # names its preset only, so that the run directory can move
-    given = cfg.data.teacher
-    run = prepare_training(cfg.override(**{"data.teacher": given + tuple(teacher.get("dirs", ()))}) if teacher
-                           else cfg, data, strategy)   # refuses an impossible split before the run dir is made
-    cfg = run.cfg.override(**{"data.teacher": given}) if teacher else run.cfg
+    taught_by = cfg.override(**{"data.teacher": cfg.data.teacher + teacher["dirs"]}) if teacher else cfg
+    run = prepare_training(taught_by, data, strategy)   # refuses an impossible split before the run dir is made
+    # the saved configuration names the trained teacher by its preset, not its directory, so that
+    # the run directory can move
+    cfg = run.cfg.override(**{"data.teacher": cfg.data.teacher})
     saved = read_run_config(run_dir) if resume else None
     if resume and saved != cfg:
         _check_extension(saved, cfg, run_dir)
