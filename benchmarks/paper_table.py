@@ -93,9 +93,11 @@ def main(argv=None) -> int:
                 cfg = get_preset(preset).override(**parse_overrides(args.set)).override(**common)
                 runs_dir = args.runs_dir + ("-quick" if args.quick else "")
                 run_dir = os.path.join(runs_dir, f"{preset}-l{l}-s{seed}")
+                teacher = {}
                 if args.teacher_preset:
                     teacher_dir = os.path.join(runs_dir, f"{args.teacher_preset}-l{l}-s{seed}")
-                    train_or_reuse(get_preset(args.teacher_preset).override(**common), teacher_dir)
+                    tm = train_or_reuse(get_preset(args.teacher_preset).override(**common), teacher_dir)
+                    teacher = {"teacher_test_error": tm["test_error"], "teacher_wall_time_s": tm["wall_time_s"]}
                     cfg = cfg.override(**{"data.teacher": (teacher_dir,)})
                     run_dir = os.path.join(runs_dir, f"{preset}-taught-by-{args.teacher_preset}-l{l}-s{seed}")
                 metrics = train_or_reuse(cfg, run_dir)
@@ -104,8 +106,9 @@ def main(argv=None) -> int:
                              "test_error": metrics["test_error"], "epochs": metrics["epochs"],
                              "wall_time_s": metrics["wall_time_s"], **pool, "config": cfg.to_dict(),
                              # a preset that trains its own teacher (data.teacher_preset): both, and the teacher's error
-                             **{k: metrics[k] for k in ("recipe_wall_time_s", "teacher_wall_time_s",
-                                                        "teacher_test_error", "teacher_label_error") if k in metrics}})
+                             **teacher, **{k: metrics[k] for k in ("recipe_wall_time_s", "teacher_wall_time_s",
+                                                                   "teacher_test_error", "teacher_label_error")
+                                           if k in metrics}})
                 print(f"{preset:12s} l={l:<4d} seed={seed}  test error {100 * metrics['test_error']:.2f}%  "
                       f"({metrics.get('recipe_wall_time_s', metrics['wall_time_s']):.0f} s)"
                       + (f"; unlabelled-pool error {100 * pool['pool_error']:.2f}% (most confused: "

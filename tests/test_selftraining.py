@@ -111,6 +111,8 @@ def test_paper_table_trains_each_draws_teacher_first(tmp_path, mnist_dir):
     assert r["config"]["data"]["teacher"] == [teacher] and os.path.isfile(os.path.join(teacher, "model.weights.h5"))
     student = json.load(open(os.path.join(f"{runs}-quick", "mnist-paper-taught-by-mnist-paper-l10-s0", "metrics.json")))
     assert student["teacher_labelled"] == student["unlabelled"] == 59900 and 0 <= r["test_error"] <= 1
+    assert r["teacher_test_error"] == json.load(open(os.path.join(teacher, "metrics.json")))["test_error"]
+    assert r["teacher_label_error"] == student["teacher_label_error"]
 
 
 def test_a_preset_with_its_own_teacher_trains_it_first_and_resumes_it(tmp_path, mnist_dir):
