@@ -16,7 +16,7 @@ import dataclasses
 import numpy as np
 
 from tfstructvae.config import Config, ConfigError
-from tfstructvae.data import ImageDataset, LabelledSplit, evaluation_pipeline
+from tfstructvae.data import ImageDataset, LabelledSplit
 from tfstructvae.data.records import take_rows
 from tfstructvae.rundir import load_run, read_run_config
 
@@ -38,6 +38,7 @@ def check_teacher(cfg: Config, teacher_dir: str) -> Config:
 
 def teacher_probabilities(cfg: Config, x: np.ndarray, num_classes: int, batch_size: int = 1000) -> np.ndarray:
     """The class probabilities of q(y|x), averaged over the runs in `cfg.data.teacher`, for images `x`."""
+    from tfstructvae.train import predict_probabilities     # train.py builds on this module
     total = np.zeros([len(x), num_classes], np.float64)
     for teacher_dir in cfg.data.teacher:
         check_teacher(cfg, teacher_dir)
@@ -45,9 +46,7 @@ def teacher_probabilities(cfg: Config, x: np.ndarray, num_classes: int, batch_si
         label = model.latent_graph.label
         if label.size != num_classes:
             raise ConfigError(f"teacher {teacher_dir} classifies into {label.size} classes, the data has {num_classes}")
-        # the compiled predict over the evaluation pipeline: q(y|x)'s probabilities, as `predict_labels` reads them
-        total += model.predict(evaluation_pipeline(x, np.zeros(len(x), np.int64), batch_size)
-                               .map(lambda images, _: images), verbose=0)
+        total += predict_probabilities(model, x, batch_size)
     return total / len(cfg.data.teacher)
 
 

@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
@@ -313,7 +313,7 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
     if chief:
         check_run_dir(run_dir, overwrite, resume)
     data = load_data(cfg)   # fail on bad data before touching the run directory
-    made, teacher = False, {}
+    made, teacher, teacher_dirs = False, {}, ()
     if cfg.data.teacher_preset:
         # the run directory (and its config.json) first, so that a run cut short while its
         # teacher trains is resumed like any other
@@ -322,10 +322,10 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
             prepare_run_dir(run_dir, overwrite=overwrite)
             write_json_atomic(os.path.join(run_dir, "config.json"), cfg.to_dict())
             made = True
-        teacher = train_preset_teacher(cfg, run_dir, verbose=verbose, test=test)
+        teacher_dir, teacher = train_preset_teacher(cfg, run_dir, verbose=verbose, test=test)
+        teacher_dirs = (teacher_dir,)
         start = time.time()     # the student's own time from here; the teacher's is in `teacher`
-    taught_by = cfg.override(**{"data.teacher": cfg.data.teacher + teacher["dirs"]}) if teacher else cfg
-    run = prepare_training(taught_by, data, strategy)   # refuses an impossible split before the run dir is made
+    run = prepare_training(cfg.override(**{"data.teacher": cfg.data.teacher + teacher_dirs}), data, strategy)   # refuses an impossible split before the run dir is made
     # the saved configuration names the trained teacher by its preset, not its directory, so that
     # the run directory can move
     cfg = run.cfg.override(**{"data.teacher": cfg.data.teacher})
@@ -396,7 +396,7 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
         "labels_per_class": cfg.data.labels_per_class,
         "labelled_examples": int(len(split.labelled)),
         **run.taught,
-        **{k: v for k, v in teacher.items() if k != "dirs"},
+        **teacher,
         "estimator": cfg.objective.estimator,
         "epochs": cfg.train.epochs,
         "steps_per_epoch": steps,
@@ -436,14 +436,14 @@ def _check_extension(saved: Config, cfg: Config, run_dir: str) -> None:
             f"{saved.train.lr_decay!r} schedule sets the rate of every step")
 
 
-def train_preset_teacher(cfg: Config, run_dir: str, verbose="auto", test: bool = True) -> dict:
+def train_preset_teacher(cfg: Config, run_dir: str, verbose="auto", test: bool = True) -> tuple[str, dict]:
     """`data.teacher_preset`: that preset trained on this run's data and labelled split (labels,
     hold-out, seeds; `train.steps_per_epoch` too, for short runs) into RUN_DIR/teacher, or resumed
-    or reused there. Returns its directory (under "dirs") and what it cost."""
+    or reused there. Returns its directory and what it cost and scored."""
     teacher_dir = os.path.join(run_dir, "teacher")
-    same = {f"data.{f.name}": getattr(cfg.data, f.name) for f in fields(cfg.data)
-            if f.name in ("dataset", "data_dir", "labels_per_class", "validation_size", "label_seed",
-                          "data_seed", "verify_checksum", "use_extra")}
+    same = {f"data.{name}": getattr(cfg.data, name) for name in (
+        "dataset", "data_dir", "labels_per_class", "validation_size", "label_seed", "data_seed",
+        "verify_checksum", "use_extra")}
     tcfg = get_preset(cfg.data.teacher_preset).override(**same, **{
         "train.init_seed": cfg.train.init_seed, "train.steps_per_epoch": cfg.train.steps_per_epoch,
         "train.jit_compile": cfg.train.jit_compile, "train.distribute": cfg.train.distribute})
@@ -451,9 +451,8 @@ def train_preset_teacher(cfg: Config, run_dir: str, verbose="auto", test: bool =
         print(f"self-training: first the teacher, {cfg.data.teacher_preset} ({tcfg.train.epochs} epochs), "
               f"into {teacher_dir}", flush=True)
     metrics = train_or_reuse(tcfg, teacher_dir, verbose=verbose, test=test)
-    return {"dirs": (teacher_dir,), "teacher_wall_time_s": metrics["wall_time_s"],
-            **({"teacher_test_error": metrics["test_error"]} if "test_error" in metrics else {}),
-            **({"teacher_validation_error": metrics["validation_error"]} if "validation_error" in metrics else {})}
+    return teacher_dir, {"teacher_wall_time_s": metrics["wall_time_s"],
+                         **{f"teacher_{k}": metrics[k] for k in ("test_error", "validation_error") if k in metrics}}
 
 
 def train_or_reuse(cfg: Config, run_dir: str, verbose=0, test: bool = True) -> dict:
@@ -602,7 +601,11 @@ def evaluate_run(run_dir: str, data_dir: str | None = None) -> dict:
     return evaluate_model(model, data, cfg)
 
 
+def predict_probabilities(model: StructuredVAE, x: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
+    """q(y|x)'s class probabilities for images `x` (uint8 pixels), by the compiled predict."""
+    return model.predict(evaluation_pipeline(x, np.zeros(len(x), np.int64), batch_size)
+                         .map(lambda a, b: a), verbose=0)
+
+
 def predict_labels(model: StructuredVAE, x: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
-    probs = model.predict(evaluation_pipeline(x, np.zeros(len(x), np.int64), batch_size)
-                          .map(lambda a, b: a), verbose=0)
-    return probs.argmax(-1)
+    return predict_probabilities(model, x, batch_size).argmax(-1)
