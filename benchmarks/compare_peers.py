@@ -10,7 +10,8 @@ no other term. Here: `mnist-paper` with `model.hidden_units=[500]`, `model.style
 `model.activation=softplus`, `objective.alpha=46`; Pyro: benchmarks/peers/pyro_ssvae.py.
 
 1. Step throughput on one fixed unlabelled and one fixed labelled minibatch: Pyro's parallel
-   enumeration; the package's enumeration and plug-in, with and without XLA.
+   enumeration; the package's enumeration and plug-in, with and without XLA (`--estimators`,
+   `--xla` time fewer of them).
 2. The matrix-product work of each step (`matmul_work`): GFLOP per step from the shapes each side
    runs, the rate each side runs them at, the machine's best rate (an n x n x n product on each
    side), and the ceiling: the package's ratio to Pyro if its products ran at that best rate with
@@ -54,8 +55,8 @@ def package_side(args) -> dict:
 
     base = get_preset("mnist-paper").override(**MODEL)
     timing = {}
-    for estimator in ("enumerate", "plugin"):
-        for xla in (True, False):
+    for estimator in args.estimators.split(","):
+        for xla in {"both": (True, False), "on": (True,), "off": (False,)}[args.xla]:
             for kind in ("unlabelled", "labelled"):
                 cfg = base.override(**{"objective.estimator": estimator, "train.jit_compile": xla})
                 seconds, model = step_seconds(cfg, 100, args.steps, args.warmup, kind=kind)
@@ -67,8 +68,10 @@ def package_side(args) -> dict:
                 print(f"package {estimator:9s} xla={xla!s:5s} {kind:10s} {100 / seconds:8.0f} ex/s", flush=True)
     result = {"peer": "tfstructvae", "threads": args.threads, "timing": timing, "peak_gflops": peak_gflops()}
     if args.seconds:
+        # `--xla on` / `off` fix the training's step too; `both` leaves train.jit_compile as the preset has it
+        fixed = {"on": {"train.jit_compile": True}, "off": {"train.jit_compile": False}}.get(args.xla, {})
         cfg = base.override(**{"objective.estimator": "enumerate", "data.data_dir": args.data_dir,
-                               "data.validation_size": 0, "train.epochs": 1000})
+                               "data.validation_size": 0, "train.epochs": 1000, **fixed})
         run = prepare_training(cfg)
 
         class Budget(keras.callbacks.Callback):
@@ -165,6 +168,11 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--estimators", default="enumerate,plugin",
+                   help="the package's estimators to time, comma-separated (default: enumerate,plugin)")
+    p.add_argument("--xla", choices=("both", "on", "off"), default="both",
+                   help="time the package's step with XLA, without, or both (default; the --seconds training "
+                        "then chooses as `tfstructvae train` does); on / off also fix the training's step")
     p.add_argument("--rounds", type=int, default=3,
                    help="time each side this many times, one process at a time, alternating; the medians count")
     p.add_argument("--side", choices=("both", "package"), default="both", help=argparse.SUPPRESS)
@@ -172,6 +180,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.seconds and not args.data_dir:
         p.error("--seconds needs --data-dir (real MNIST)")
+    unknown = set(args.estimators.split(",")) - {"enumerate", "plugin"}
+    if unknown:
+        p.error(f"--estimators: unknown {sorted(unknown)}; expected enumerate and/or plugin")
 
     if args.side == "package":
         sys.path.insert(0, HERE)
@@ -191,12 +202,14 @@ def main(argv=None) -> int:
                     ("pyro", [sys.executable, os.path.join(HERE, "peers", "pyro_ssvae.py"), "--out",
                               os.path.join(tmp, "pyro.json"), *flags]),
                     ("package", [sys.executable, os.path.abspath(__file__), "--side", "package", "--side-out",
-                                 os.path.join(tmp, "package.json"), "--out", args.out, *flags])):
+                                 os.path.join(tmp, "package.json"), "--out", args.out, *flags,
+                                 "--estimators", args.estimators, "--xla", args.xla])):
+                began = time.perf_counter()
                 done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=7200)
                 if done.returncode:
                     raise SystemExit(f"{side} side failed:\n{done.stderr[-3000:]}")
                 rounds[side].append(json.load(open(os.path.join(tmp, f"{side}.json"))))
-                print(f"round {r + 1} of {args.rounds}, {side}: done", flush=True)
+                print(f"round {r + 1} of {args.rounds}, {side}: done in {time.perf_counter() - began:.0f} s", flush=True)
         sides = {side: median_rounds(results) for side, results in rounds.items()}
     result = {"command": " ".join(["python", "benchmarks/compare_peers.py", *(argv or sys.argv[1:])]),
               "model": {k: list(v) if isinstance(v, tuple) else v for k, v in MODEL.items()},

@@ -318,7 +318,7 @@ def test_scaling_times_one_and_two_workers_and_the_shards(tmp_path, mnist_dir):
 def test_compare_peers_times_pyro_and_the_package_on_the_same_model(tmp_path, mnist_dir):
     out = tmp_path / "peers.json"
     stdout = run("compare_peers.py", "--out", str(out), "--steps", "2", "--warmup", "1", "--seconds", "3",
-                 "--data-dir", mnist_dir, "--rounds", "2")
+                 "--data-dir", mnist_dir, "--rounds", "2", "--xla", "off")
     result = json.load(open(out))
     for side in ("pyro", "package"):        # each figure the median of its rounds, the sides alternating
         for row in result[side]["timing"].values():
@@ -327,11 +327,13 @@ def test_compare_peers_times_pyro_and_the_package_on_the_same_model(tmp_path, mn
     assert result["pyro"]["pyro"].startswith("1.") and result["pyro"]["threads"] == 2
     for side in ("pyro", "package"):
         assert 0.0 <= result[side]["accuracy"]["test_error"] <= 1.0 and result[side]["accuracy"]["steps"] > 0
-    assert isinstance(result["package"]["accuracy"]["step_ms_xla_and_not"], dict)     # trained as `train` does: XLA or not, timed
-    assert set(result["package"]["timing"]) == {f"{e}{x}/{k}" for e in ("enumerate", "plugin") for x in ("", "_no_xla")
+    # `--xla off` fixes the timed training's step too: nothing chosen, no XLA
+    assert result["package"]["accuracy"]["xla"] is False and result["package"]["accuracy"]["step_ms_xla_and_not"] == {}
+    # `--xla off`: the steps without XLA only (the default times both)
+    assert set(result["package"]["timing"]) == {f"{e}_no_xla/{k}" for e in ("enumerate", "plugin")
                                                 for k in ("unlabelled", "labelled")}
-    ratio = result["ratios_examples_per_sec"]["enumerate/unlabelled / pyro"]
-    assert ratio == (result["package"]["timing"]["enumerate/unlabelled"]["examples_per_sec"]
+    ratio = result["ratios_examples_per_sec"]["enumerate_no_xla/unlabelled / pyro"]
+    assert ratio == (result["package"]["timing"]["enumerate_no_xla/unlabelled"]["examples_per_sec"]
                      / result["pyro"]["timing"]["unlabelled"]["examples_per_sec"])
     assert "test error after 3 s" in stdout
     # the work each step's products do: Pyro's enumeration runs encoder_z and the decoder on
@@ -339,12 +341,12 @@ def test_compare_peers_times_pyro_and_the_package_on_the_same_model(tmp_path, mn
     work = result["matmul_work"]
     pyro_macs = 100 * (784 * 500 + 500 * 10) + 1000 * (794 * 500 + 500 * 100) + 1000 * (60 * 500 + 500 * 784)
     assert abs(work["pyro"]["unlabelled"]["gflop_per_step"] - 6 * pyro_macs / 1e9) < 1e-9
-    enumerate_work = work["package"]["enumerate/unlabelled"]
+    enumerate_work = work["package"]["enumerate_no_xla/unlabelled"]
     assert 0.4 < enumerate_work["work_against_pyro"] < 0.9
-    assert work["package"]["plugin/unlabelled"]["gflop_per_step"] < enumerate_work["gflop_per_step"] / 3
+    assert work["package"]["plugin_no_xla/unlabelled"]["gflop_per_step"] < enumerate_work["gflop_per_step"] / 3
     peak = work["peak_gflops"]
     assert peak >= max(result["package"]["peak_gflops"], result["pyro"]["peak_gflops"]) > 0
-    ceiling = work["ceiling_ratio_at_peak"]["enumerate/unlabelled / pyro"]
+    ceiling = work["ceiling_ratio_at_peak"]["enumerate_no_xla/unlabelled / pyro"]
     assert ceiling == (result["pyro"]["timing"]["unlabelled"]["step_ms"] / 1e3) / (enumerate_work["gflop_per_step"] / peak)
 
 
