@@ -12,7 +12,7 @@ import pytest
 
 from conftest import write_fake_mnist, write_idx
 from tfstructvae import cli
-from tfstructvae.config import DataConfig
+from tfstructvae.config import Config, ConfigError, DataConfig, parse_overrides
 from tfstructvae.data import DataError, training_pipeline
 
 
@@ -52,6 +52,11 @@ CLI_CASES = [
     ("batch size 0", ["--batch-size", "0"], None, "batch_size must be >= 1, got 0"),
     ("too many labels", ["--labels-per-class", "9"], None, "labels_per_class=9 but class 0 has only 6"),
     ("bad --set", ["--set", "objective.alpha"], None, "--set expects SECTION.FIELD=VALUE"),
+    ("--set, not a number", ["--set", "train.epochs=ten"], None, "train.epochs takes an integer, got 'ten'"),
+    ("--set, not a list of integers", ["--set", "model.classifier_filters=32,sixty-four"], None,
+     r"model.classifier_filters takes a list of integers \(e.g. \[32,64,128\] or 32,64,128\) or null, "
+     "got '32,sixty-four'"),
+    ("--set, null where a value is needed", ["--set", "model.style_dim=null"], None, "model.style_dim cannot be null"),
     ("missing data dir", ["--data-dir", "/nonexistent/mnist"], None, "data directory '/nonexistent/mnist' does not exist"),
     ("empty data dir", [], empty, "no mnist data found. Looked in: "),
     ("truncated gzip", [], truncate, r"train-images-idx3-ubyte.gz: cannot be read .*truncated or corrupt"),
@@ -77,6 +82,21 @@ def test_cli_refuses_bad_input(tmp_path, capsys, monkeypatch, what, args, spoil,
     err = capsys.readouterr().err
     assert re.search(message, err), err
     assert not out.exists()
+
+
+def test_set_reads_each_value_as_its_fields_type():
+    cfg = Config().override(**parse_overrides([
+        "model.classifier_filters=32,64,128", "model.hidden_units=500", "objective.alpha=2",
+        "data.teacher=runs/t1", "model.classifier_units=null", "train.jit_compile=false"]))
+    assert cfg.model.classifier_filters == (32, 64, 128) and cfg.model.hidden_units == (500,)
+    assert cfg.objective.alpha == 2.0 and isinstance(cfg.objective.alpha, float)
+    assert cfg.data.teacher == ("runs/t1",) and cfg.model.classifier_units is None
+    assert cfg.train.jit_compile is False
+    for item, message in [("train.epochs=2.5", "train.epochs takes an integer, got 2.5"),
+                          ("objective.alpha=true", "objective.alpha takes a number, got True"),
+                          ("train.jit_compile=3", "train.jit_compile takes true or false or a string, got 3")]:
+        with pytest.raises(ConfigError, match=message):
+            Config().override(**parse_overrides([item]))
 
 
 def test_existing_run_needs_resume_or_overwrite(tmp_path, capsys):

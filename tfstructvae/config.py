@@ -8,7 +8,11 @@ always be traced back to the settings that produced it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import numbers
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -439,8 +443,67 @@ class Config:
                 continue
             if section not in parts or name not in {f.name for f in dataclasses.fields(parts[section])}:
                 raise ConfigError(f"unknown configuration field {key!r}")
+            value = _as_field_type(key, value, _field_types(type(parts[section]))[name])
             parts[section] = dataclasses.replace(parts[section], **{name: value})
         return dataclasses.replace(self, **top, **parts)
+
+
+@functools.cache
+def _field_types(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _as_field_type(key: str, value: Any, hint) -> Any:
+    """`value` as the type field `key` holds (`hint`, its annotation), or a ConfigError that names
+    the field: a number where a number belongs (an integer is a float too), a list of integers
+    from "32,64,128" or a single 500 as well as from [32, 64, 128], a list of names from one name.
+    A value that cannot be read as the field's type is refused here, before any run starts."""
+    args = typing.get_args(hint)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ConfigError(f"{key} cannot be null")
+    kinds = [a for a in args if a is not type(None)] if isinstance(hint, types.UnionType) else [hint]
+    for kind in kinds:
+        origin = typing.get_origin(kind)
+        if kind is bool and isinstance(value, bool):
+            return value
+        if kind is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return int(value)
+        if kind is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return float(value)
+        if kind is str and isinstance(value, str):
+            return value
+        if origin is tuple:
+            item = typing.get_args(kind)[0]
+            if item is int:
+                if isinstance(value, str):      # --set model.hidden_units=1200,600
+                    try:
+                        value = tuple(int(v) for v in value.strip("()[] ").split(",") if v.strip())
+                    except ValueError:
+                        continue
+                elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
+                    value = (int(value),)
+                if isinstance(value, (tuple, list)) and all(
+                        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
+                    return tuple(int(v) for v in value)
+            elif item is str:
+                if isinstance(value, str):
+                    return (value,)
+                if isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value):
+                    return tuple(value)
+            elif isinstance(value, (tuple, list)):
+                return tuple(value)
+    expected = " or ".join([_type_name(k) for k in kinds] + (["null"] if type(None) in args else []))
+    raise ConfigError(f"{key} takes {expected}, got {value!r}")
+
+
+def _type_name(kind) -> str:
+    if typing.get_origin(kind) is tuple:
+        item = typing.get_args(kind)[0]
+        return {int: "a list of integers (e.g. [32,64,128] or 32,64,128)",
+                str: "a list of strings"}.get(item, "a list")
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(kind, str(kind))
 
 
 class _Null:
