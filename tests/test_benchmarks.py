@@ -315,6 +315,21 @@ def test_scaling_times_one_and_two_workers_and_the_shards(tmp_path, mnist_dir):
     assert rss["shards"]["120000"] - rss["shards"]["60000"] < rss["memory"]["120000"] - rss["memory"]["60000"]
 
 
+def test_paper_table_trains_the_draws_side_by_side_with_jobs(tmp_path, mnist_dir):
+    out, runs = tmp_path / "table.json", tmp_path / "runs"
+    stdout = run("paper_table.py", "--data-dir", mnist_dir, "--presets", "mnist-paper", "--labels", "10",
+                 "--seeds", "0,1", "--epochs", "1", "--steps-per-epoch", "10", "--runs-dir", str(runs),
+                 "--set", "train.jit_compile=false", "--jobs", "2", "--out", str(out))
+    result = json.load(open(out))
+    assert result["jobs"] == 2 and [r["seed"] for r in result["runs"]] == [0, 1]
+    for seed in (0, 1):     # each draw trained by a process of its own, on one of the two threads
+        child = json.load(open(runs / f"paper_table-l10-s{seed}.json"))
+        (r,) = child["runs"]
+        assert r["seed"] == seed and r["wall_time_s"] == result["runs"][seed]["wall_time_s"]
+        assert f"l=10 seed={seed}: training in its own process" in stdout
+    assert result["summary"][0]["n_seeds"] == 2
+
+
 def test_compare_peers_times_pyro_and_the_package_on_the_same_model(tmp_path, mnist_dir):
     out = tmp_path / "peers.json"
     stdout = run("compare_peers.py", "--out", str(out), "--steps", "2", "--warmup", "1", "--seconds", "3",
