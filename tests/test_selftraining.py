@@ -1,5 +1,6 @@
 """Self-training (`data.teacher`): a finished run's confident classes become the next run's labels."""
 
+import dataclasses
 import os
 
 import numpy as np
@@ -77,8 +78,11 @@ def test_a_teacher_from_another_split_or_a_bad_threshold_is_refused(tmp_path, mn
         prepare_training(cfg.override(**{"data.teacher": (other,)}))
     with pytest.raises(ConfigError, match="teacher_threshold must lie in"):
         cfg.override(**{"data.teacher": (other,), "data.teacher_threshold": 1.0}).validate()
+    # one directory given through override (--set data.teacher=DIR) is a list of one; a bare string
+    # put in the dataclass directly, which would read as one teacher per character, is refused
+    assert cfg.override(**{"data.teacher": other}).data.teacher == (other,)
     with pytest.raises(ConfigError, match="list of run directories"):
-        cfg.override(**{"data.teacher": str(tmp_path / "other")}).validate()
+        dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, teacher=other)).validate()
     from tfstructvae.rundir import RunDirError
     with pytest.raises(RunDirError, match="does not exist"):
         prepare_training(cfg.override(**{"data.teacher": (str(tmp_path / "missing"),)}))
