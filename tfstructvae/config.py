@@ -468,7 +468,7 @@ def _as_field_type(key: str, value: Any, hint) -> Any:
         origin = typing.get_origin(kind)
         if kind is bool and isinstance(value, bool):
             return value
-        if kind is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        if kind is int and _is_int(value):
             return int(value)
         if kind is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
             return float(value)
@@ -482,10 +482,9 @@ def _as_field_type(key: str, value: Any, hint) -> Any:
                         value = tuple(int(v) for v in value.strip("()[] ").split(",") if v.strip())
                     except ValueError:
                         continue
-                elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
-                    value = (int(value),)
-                if isinstance(value, (tuple, list)) and all(
-                        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
+                elif _is_int(value):
+                    value = (value,)
+                if isinstance(value, (tuple, list)) and all(_is_int(v) for v in value):
                     return tuple(int(v) for v in value)
             elif item is str:
                 if isinstance(value, str):
@@ -496,6 +495,10 @@ def _as_field_type(key: str, value: Any, hint) -> Any:
                 return tuple(value)
     expected = " or ".join([_type_name(k) for k in kinds] + (["null"] if type(None) in args else []))
     raise ConfigError(f"{key} takes {expected}, got {value!r}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)   # True is an int to Python
 
 
 def _type_name(kind) -> str:

@@ -325,7 +325,8 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
         teacher_dir, teacher = train_preset_teacher(cfg, run_dir, verbose=verbose, test=test)
         teacher_dirs = (teacher_dir,)
         start = time.time()     # the student's own time from here; the teacher's is in `teacher`
-    run = prepare_training(cfg.override(**{"data.teacher": cfg.data.teacher + teacher_dirs}), data, strategy)   # refuses an impossible split before the run dir is made
+    # refuses an impossible split before the run dir is made
+    run = prepare_training(cfg.override(**{"data.teacher": cfg.data.teacher + teacher_dirs}), data, strategy)
     # the saved configuration names the trained teacher by its preset, not its directory, so that
     # the run directory can move
     cfg = run.cfg.override(**{"data.teacher": cfg.data.teacher})
