@@ -11,6 +11,7 @@ import tensorflow as tf
 from tfstructvae import objectives
 from tfstructvae.config import ConfigError, ModelConfig, ObjectiveConfig
 from tfstructvae.families import CategoricalFamily, NormalFamily
+from tfstructvae.graph import GraphError
 from tfstructvae.model import StructuredVAE
 
 tfd = objectives.tfd
@@ -470,7 +471,6 @@ def test_cluster_error_matches_clusters_to_classes_one_to_one():
 
 
 def test_a_node_weight_scales_its_share_of_the_consistency_terms():
-    from tfstructvae.graph import GraphError
     base = ({"family": "categorical", "name": "y", "size": 10, "labelled": True},
             {"family": "normal", "name": "slant", "size": 1, "labelled": True},
             {"family": "normal", "name": "z", "size": 2, "parents": ["y", "slant"]})
@@ -509,6 +509,33 @@ def test_augment_labelled_reads_the_supervised_term_on_a_transformed_copy():
     moved = log_q(augment_labelled=True, augment_shift=3, augment_flip=True)
     assert (np.abs(moved[:3] - plain[:3]) > 1e-6).all() and (moved[3:] == 0).all()
     np.testing.assert_allclose(log_q(False, augment_labelled=True, augment_shift=3), log_q(False), rtol=1e-6)
+
+
+def test_augment_labelled_geometry_rotates_the_labelled_copy_and_is_refused_where_it_cannot_apply():
+    x = images(5, 6)
+    y = tf.constant([0, 1, 2, -1, -1, -1])
+
+    def log_q(**objective):
+        keras.utils.set_random_seed(1)
+        return tiny_model(**objective).objective_terms(x, y, training=True)["log_q/y"].numpy()
+
+    # the same seeds: without the flag the rotation reaches the augmentation term only, with it
+    # the labelled rows read a rotated copy too; unlabelled rows stay 0
+    shifted = log_q(augment_labelled=True, augment_shift=0, augment_rotation=40.0)
+    rotated = log_q(augment_labelled=True, augment_shift=0, augment_rotation=40.0, augment_labelled_geometry=True)
+    np.testing.assert_allclose(shifted, log_q(), rtol=1e-6)
+    assert (np.abs(rotated[:3] - shifted[:3]) > 1e-6).all() and (rotated[3:] == 0).all()
+    with pytest.raises(ConfigError, match="augment_labelled_geometry rotates, scales or bends"):
+        ObjectiveConfig(augment_labelled_geometry=True, augment_rotation=15.0).validate()
+    with pytest.raises(ConfigError, match="augment_labelled_geometry rotates, scales or bends"):
+        ObjectiveConfig(augment_labelled_geometry=True, augment_labelled=True).validate()
+    graph = ({"family": "categorical", "name": "y", "size": K, "labelled": True},
+             {"family": "normal", "name": "slant", "size": 1, "labelled": True},
+             {"family": "normal", "name": "z", "size": D, "parents": ["y", "slant"]})
+    with pytest.raises(GraphError, match=r"changes the measured factors \['slant'\]"):
+        StructuredVAE((28, 28, 1), model_config=ModelConfig(hidden_units=(16,), graph=graph),
+                      objective_config=ObjectiveConfig(augment_labelled=True, augment_scale=0.1,
+                                                       augment_labelled_geometry=True), seed=1)
 
 
 def test_noise_is_drawn_with_threefry_under_xla_and_philox_elsewhere():

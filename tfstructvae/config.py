@@ -246,6 +246,12 @@ class ObjectiveConfig:
     # memorised within two epochs (FixMatch's weak augmentation). The node's value must not change
     # under t: a shift keeps a digit's class, slant and thickness; a mirror reverses a slant.
     augment_labelled: bool = False
+    # True (with augment_labelled): the labelled copy is also rotated, scaled and elastically
+    # distorted as the augmentation term's t(x) is (augment_rotation, augment_scale,
+    # augment_elastic): the classic augmentation of a conv net trained on many labels, e.g. a
+    # self-trained student's (data.teacher). A class keeps under a small rotation or zoom; a
+    # measured slant or thickness does not, so a graph with such a labelled node refuses it.
+    augment_labelled_geometry: bool = False
     # > 0: the MixUp term's weight (objectives.mixup_kl): q(y|x) at lam x_i + (1 - lam) x_j, two
     # images of the minibatch (shifted and mirrored as the labelled term reads them when
     # augment_labelled), must give lam t_i + (1 - lam) t_j, t a label's one-hot where known, else
@@ -300,6 +306,11 @@ class ObjectiveConfig:
         if not 0 <= self.augment_scale < 1 or self.augment_rotation > 180:
             raise ConfigError(f"augment_scale must lie in [0, 1) and augment_rotation in [0, 180] degrees, "
                               f"got {self.augment_scale} and {self.augment_rotation}")
+        if self.augment_labelled_geometry and not (
+                self.augment_labelled and (self.augment_rotation or self.augment_scale or self.augment_elastic)):
+            raise ConfigError("augment_labelled_geometry rotates, scales or bends the labelled copy that "
+                              "augment_labelled reads: set augment_labelled=true and augment_rotation, "
+                              "augment_scale or augment_elastic > 0")
         if self.augment_elastic_sigma <= 0:
             raise ConfigError(f"augment_elastic_sigma is the smoothing Gaussian's width in pixels and must be > 0, "
                               f"got {self.augment_elastic_sigma}")

@@ -116,6 +116,11 @@ class StructuredVAE(keras.Model):
             raise GraphError("objective.mixup_weight mixes the targets of a labelled categorical node that "
                              f"depends on x alone; this graph's labelled nodes are "
                              f"{[(n.name, n.parents) for n in graph.labelled_nodes]}")
+        measured = [n.name for n in graph.labelled_nodes if n.family != "categorical" and graph.reads_x_alone(n.name)]
+        if objective_config.augment_labelled_geometry and measured:
+            raise GraphError("objective.augment_labelled_geometry rotates and scales the labelled images, which "
+                             f"changes the measured factors {measured}: drop it, or keep the labels' copy "
+                             "shifted only")
         if objective_config.augment_teacher and any(n.parents for n in self.held_still):
             raise GraphError("objective.augment_teacher runs the weight average of a node's network on x "
                              "alone; the held nodes "
@@ -615,7 +620,10 @@ class StructuredVAE(keras.Model):
         # one weakly transformed copy of the minibatch for the supervised term of every labelled
         # node that reads x alone, read only where a label can be (set_label_rows); the other rows'
         # term is 0 either way
-        shifted = (objectives.random_shift_and_flip(x, self._sample_seed(), cfg.augment_shift, cfg.augment_flip)
+        geometry = ((cfg.augment_rotation, cfg.augment_scale, cfg.augment_elastic, cfg.augment_elastic_sigma)
+                    if cfg.augment_labelled_geometry else ())
+        shifted = (objectives.random_shift_and_flip(x, self._sample_seed(), cfg.augment_shift, cfg.augment_flip,
+                                                    0, *geometry)
                    if cfg.augment_labelled and training else None)
         first = self._first_label_row(x) if shifted is not None else 0
         for name, (_, _, observed, _) in per_node.items():
