@@ -92,6 +92,9 @@ def test_set_reads_each_value_as_its_fields_type():
     assert cfg.objective.alpha == 2.0 and isinstance(cfg.objective.alpha, float)
     assert cfg.data.teacher == ("runs/t1",) and cfg.model.classifier_units is None
     assert cfg.train.jit_compile is False
+    # a name that reads as a number stays a name where the field holds names only
+    named = Config().override(**parse_overrides(["data.data_dir=2024", "data.teacher=7", "data.teacher_preset=null"]))
+    assert named.data.data_dir == "2024" and named.data.teacher == ("7",) and named.data.teacher_preset is None
     for item, message in [("train.epochs=2.5", "train.epochs takes an integer, got 2.5"),
                           ("objective.alpha=true", "objective.alpha takes a number, got True"),
                           ("train.jit_compile=3", "train.jit_compile takes true or false or a string, got 3")]:

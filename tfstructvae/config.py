@@ -544,8 +544,21 @@ def parse_overrides(items) -> dict[str, Any]:
             value = json.loads(text)
         except json.JSONDecodeError:
             value = text
+        if isinstance(value, (bool, int, float)) and _takes_text(key):
+            value = text        # --set data.data_dir=2024 names a directory, not a number
         changes[key] = tuple(value) if isinstance(value, list) else NULL if value is None else value
     return changes
+
+
+def _takes_text(key: str) -> bool:
+    """Whether field `key` ("section.field") holds names only (str, str | None, tuple[str, ...]), so
+    that a value that reads as a number is a name (not so for train.jit_compile, true, false or "auto")."""
+    section, _, name = key.partition(".")
+    cls = {"data": DataConfig, "model": ModelConfig, "objective": ObjectiveConfig, "train": TrainConfig}.get(section)
+    hint = _field_types(cls).get(name) if cls else None
+    kinds = [k for k in (typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)) if k is not type(None)]
+    return bool(kinds) and all(k is str or (typing.get_origin(k) is tuple and typing.get_args(k)[:1] == (str,))
+                               for k in kinds)
 
 
 # Images held out of training to report a validation error as training goes. The benchmarks that
