@@ -64,9 +64,12 @@ def train_in_parallel(argv, labels, seeds, jobs, runs_dir):
     again). On a small CPU several one-thread runs use the cores better than one run on all of them:
     on 2 cores a `mnist-shift-z16` epoch took 47-52 s with two such runs side by side, 31-48 s alone
     on both threads. Each run's `wall_time_s` is then its time beside the others."""
+    todo = [(l, seed) for l in labels for seed in seeds]
+    jobs = min(jobs, len(todo))     # more processes than runs would leave their threads idle
+    if jobs == 1:
+        return                      # one run (e.g. --quick): the caller trains it on every core
     os.makedirs(runs_dir, exist_ok=True)
     env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
-    todo = [(l, seed) for l in labels for seed in seeds]
     running = []
     while todo or running:
         while todo and len(running) < jobs:

@@ -330,6 +330,25 @@ def test_paper_table_trains_the_draws_side_by_side_with_jobs(tmp_path, mnist_dir
     assert result["summary"][0]["n_seeds"] == 2
 
 
+def test_paper_table_jobs_never_exceed_the_runs(tmp_path, monkeypatch):
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import paper_table
+    started = []
+    monkeypatch.setattr(paper_table.subprocess, "Popen", lambda *a, **k: started.append(k["env"]) or Done())
+    runs = tmp_path / "runs"
+    paper_table.train_in_parallel([], [10], [0], 3, str(runs))       # --quick: one run, trained by the caller
+    assert started == [] and not runs.exists()
+    paper_table.train_in_parallel([], [10], [0, 1], 3, str(runs))    # two runs: two processes on cores/2 threads
+    assert [e["TF_NUM_INTRAOP_THREADS"] for e in started] == [str(max(1, (os.cpu_count() or 1) // 2))] * 2
+
+
+class Done:
+    returncode = 0
+
+    def poll(self):
+        return 0
+
+
 def test_compare_peers_times_pyro_and_the_package_on_the_same_model(tmp_path, mnist_dir):
     out = tmp_path / "peers.json"
     stdout = run("compare_peers.py", "--out", str(out), "--steps", "2", "--warmup", "1", "--seconds", "3",
