@@ -554,8 +554,8 @@ def _takes_text(key: str) -> bool:
     """Whether field `key` ("section.field") holds names only (str, str | None, tuple[str, ...]), so
     that a value that reads as a number is a name (not so for train.jit_compile, true, false or "auto")."""
     section, _, name = key.partition(".")
-    cls = {"data": DataConfig, "model": ModelConfig, "objective": ObjectiveConfig, "train": TrainConfig}.get(section)
-    hint = _field_types(cls).get(name) if cls else None
+    cls = _field_types(Config).get(section)
+    hint = _field_types(cls).get(name) if dataclasses.is_dataclass(cls) else None
     kinds = [k for k in (typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)) if k is not type(None)]
     return bool(kinds) and all(k is str or (typing.get_origin(k) is tuple and typing.get_args(k)[:1] == (str,))
                                for k in kinds)

@@ -116,8 +116,9 @@ class StructuredVAE(keras.Model):
             raise GraphError("objective.mixup_weight mixes the targets of a labelled categorical node that "
                              f"depends on x alone; this graph's labelled nodes are "
                              f"{[(n.name, n.parents) for n in graph.labelled_nodes]}")
-        measured = [n.name for n in graph.labelled_nodes if n.family != "categorical" and graph.reads_x_alone(n.name)]
-        if objective_config.augment_labelled_geometry and measured:
+        measured = [n.name for n in graph.labelled_nodes if n.family != "categorical" and graph.reads_x_alone(n.name)
+                    ] if objective_config.augment_labelled_geometry else []
+        if measured:
             raise GraphError("objective.augment_labelled_geometry rotates and scales the labelled images, which "
                              f"changes the measured factors {measured}: drop it, or keep the labels' copy "
                              "shifted only")
