@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -84,6 +85,42 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# What a worker prints when its port was taken (gRPC binds 0.0.0.0:port).
+PORT_CLASH = ("could not start grpc server", "failed to add port", "address already in use")
+
+
+def start_workers(npz, run_dir, until_step, extra, attempts=3, timeout=300):
+    """Two workers on fresh localhost ports, polled until the chief's checkpoint reaches
+    `until_step`. A port that `free_port` handed out can be taken by a test running beside this
+    one before the worker binds it: then both are stopped and started again on new ports. Any
+    other early exit fails with the dead worker's stderr, so the failure names its cause."""
+    import time
+
+    from tfstructvae.checkpointing import latest_step
+    for _ in range(attempts):
+        workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+        procs = [launch(npz, run_dir, "multiworker", env={"TF_CONFIG": json.dumps(tf_config(workers, i))},
+                        extra=extra) for i in range(2)]
+        deadline = time.time() + timeout
+        while latest_step(str(run_dir / "checkpoints")) < until_step:
+            dead = [p for p in procs if p.poll() is not None]
+            if dead:
+                break
+            assert time.time() < deadline, f"no checkpoint at step {until_step} within {timeout} s"
+            time.sleep(0.05)
+        else:
+            return procs
+        for p in procs:
+            p.kill()
+        errors = [p.communicate()[1] for p in procs]
+        shutil.rmtree(run_dir, ignore_errors=True)          # a retry starts a new run, not a resume
+        if not any(clash in e.lower() for e in errors for clash in PORT_CLASH):
+            died = [(i, p.returncode, e[-3000:]) for i, (p, e) in enumerate(zip(procs, errors)) if p in dead]
+            raise AssertionError(f"training ended before it could be killed (step "
+                                 f"{latest_step(str(run_dir / 'checkpoints'))}): {died}")
+    raise AssertionError(f"no two free ports in {attempts} attempts")
 
 
 def weights(run_dir):
@@ -173,19 +210,11 @@ def test_two_workers_killed_mid_epoch_resume_where_one_device_ends(tmp_path, sma
     with --resume continue from the chief's checkpoint and end exactly where two workers never
     interrupted end, and as one device does."""
     import signal
-    import time
 
     from tfstructvae.checkpointing import latest_step
     longer = ("--steps-per-epoch", "12", "--set", "train.checkpoint_every_steps=2")
-    workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
-    envs = [{"TF_CONFIG": json.dumps(tf_config(workers, i))} for i in range(2)]
     run = tmp_path / "run"
-    procs = [launch(small_npz, run, "multiworker", env=env, extra=longer) for env in envs]
-    deadline = time.time() + 300
-    while latest_step(str(run / "checkpoints")) < 6:
-        assert all(p.poll() is None for p in procs), "training ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.05)
+    procs = start_workers(small_npz, run, 6, longer)
     for p in procs:
         p.send_signal(signal.SIGKILL)
     for p in procs:
@@ -211,16 +240,9 @@ def test_a_worker_that_dies_stops_the_other_with_its_name_and_the_remedy(tmp_pat
     import signal
     import time
 
-    from tfstructvae.checkpointing import latest_step
-    workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
     run = tmp_path / "run"
     long_run = ("--steps-per-epoch", "5000", "--set", "train.checkpoint_every_steps=5")
-    procs = [launch(small_npz, run, "multiworker", env={"TF_CONFIG": json.dumps(tf_config(workers, i))},
-                    extra=long_run) for i in range(2)]
-    deadline = time.time() + 300
-    while latest_step(str(run / "checkpoints")) < 5:
-        assert all(p.poll() is None for p in procs) and time.time() < deadline
-        time.sleep(0.05)
+    procs = start_workers(small_npz, run, 5, long_run)
     procs[1].send_signal(signal.SIGKILL)
     killed = time.time()
     _, err = procs[0].communicate(timeout=300)
