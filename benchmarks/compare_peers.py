@@ -15,8 +15,10 @@ no other term. Here: `mnist-paper` with `model.hidden_units=[500]`, `model.style
 2. The matrix-product work of each step (`matmul_work`): GFLOP per step from the shapes each side
    runs, the rate each side runs them at, the machine's best rate (an n x n x n product on each
    side), and the ceiling: the package's ratio to Pyro if its products ran at that best rate with
-   nothing else costing time. A target above the ceiling cannot be met by running faster, only by
-   doing less work.
+   nothing else costing time; and a second ceiling, the ratio if the step took only the time its
+   own products take at their shapes (throughput.py's roofline, timed here). A target above the
+   first ceiling cannot be met by running faster, only by doing less work; one above the second
+   cannot be met without products faster than this machine's float32 ones at these shapes.
 3. With `--seconds S`: each side trains on real MNIST with 10 labels per class (a labelled
    minibatch with probability 0.1) for S seconds of wall time; the test error of q(y|x) after it.
 
@@ -48,7 +50,7 @@ def package_side(args) -> dict:
     """This process, as the package's side: the step timings, then the timed training."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
-    from throughput import dense_shapes, step_seconds
+    from throughput import dense_shapes, roofline_call, step_seconds, time_calls
     from tfstructvae import get_preset
     from tfstructvae.callbacks import FasterStep
     from tfstructvae.train import evaluate_model, prepare_training
@@ -62,9 +64,11 @@ def package_side(args) -> dict:
                 seconds, model = step_seconds(cfg, 100, args.steps, args.warmup, kind=kind)
                 # a labelled minibatch is fed its labels once (`set_labelled_batches`): plug-in's shapes
                 shapes = dense_shapes(model, 100, estimator if kind == "unlabelled" else "plugin")
+                # the same products alone, XLA-compiled, as throughput.py's roofline times them
+                roofline = time_calls(roofline_call(shapes), args.steps, args.warmup)
                 timing[f"{estimator}{'' if xla else '_no_xla'}/{kind}"] = {
                     "step_ms": 1e3 * seconds, "examples_per_sec": 100 / seconds,
-                    "matmul_shapes": [list(s) for s in shapes]}
+                    "roofline_ms": 1e3 * roofline, "matmul_shapes": [list(s) for s in shapes]}
                 print(f"package {estimator:9s} xla={xla!s:5s} {kind:10s} {100 / seconds:8.0f} ex/s", flush=True)
     result = {"peer": "tfstructvae", "threads": args.threads, "timing": timing, "peak_gflops": peak_gflops()}
     if args.seconds:
@@ -122,7 +126,7 @@ def matmul_work(package: dict, pyro: dict) -> dict:
     package's ratio to Pyro if its products ran at the machine's best rate (the larger of the two
     sides' n x n x n figures) and nothing else cost time."""
     peak = max(package["peak_gflops"], pyro["peak_gflops"])
-    out = {"peak_gflops": peak, "pyro": {}, "package": {}, "ceiling_ratio_at_peak": {}}
+    out = {"peak_gflops": peak, "pyro": {}, "package": {}, "ceiling_ratio_at_peak": {}, "ceiling_ratio_at_roofline": {}}
     for kind, row in pyro["timing"].items():
         work = training_gflop(row["matmul_shapes"])
         out["pyro"][kind] = {"gflop_per_step": work, "gflops": work / (row["step_ms"] / 1e3)}
@@ -132,6 +136,8 @@ def matmul_work(package: dict, pyro: dict) -> dict:
         out["package"][key] = {"gflop_per_step": work, "gflops": work / (row["step_ms"] / 1e3),
                                "work_against_pyro": work / out["pyro"][kind]["gflop_per_step"]}
         out["ceiling_ratio_at_peak"][f"{key} / pyro"] = (pyro["timing"][kind]["step_ms"] / 1e3) / (work / peak)
+        if "roofline_ms" in row:
+            out["ceiling_ratio_at_roofline"][f"{key} / pyro"] = pyro["timing"][kind]["step_ms"] / row["roofline_ms"]
     return out
 
 
@@ -146,6 +152,8 @@ def median_rounds(results: list[dict]) -> dict:
         times = [r["timing"][key]["step_ms"] for r in results]
         row["rounds_step_ms"] = times
         row["step_ms"] = statistics.median(times)
+        if "roofline_ms" in row:
+            row["roofline_ms"] = statistics.median(r["timing"][key]["roofline_ms"] for r in results)
         row["examples_per_sec"] = row["examples_per_sec"] * results[0]["timing"][key]["step_ms"] / row["step_ms"]
     merged["peak_gflops"] = statistics.median(r["peak_gflops"] for r in results)
     merged["rounds"] = len(results)

@@ -69,7 +69,9 @@ def peers_table() -> str:
     if "matmul_work" in result:
         work = result["matmul_work"]
         kinds = ("unlabelled", "labelled")
-        rows += ["", "| matrix products a step: GFLOP (GFLOP/s; the ratio's ceiling) | unlabelled batch | labelled batch |",
+        at_roofline = work.get("ceiling_ratio_at_roofline", {})
+        rows += ["", "| matrix products a step: GFLOP (GFLOP/s; the ratio's ceiling"
+                 + ("s at peak and at the products' own time" if at_roofline else "") + ") | unlabelled batch | labelled batch |",
                  "| --- | --- | --- |",
                  "| Pyro | " + " | ".join(f"{work['pyro'][k]['gflop_per_step']:.2f} ({work['pyro'][k]['gflops']:.0f})"
                                           for k in kinds) + " |"]
@@ -77,10 +79,14 @@ def peers_table() -> str:
             cells = []
             for k in kinds:
                 row, ceiling = work["package"][f"{key}/{k}"], work["ceiling_ratio_at_peak"][f"{key}/{k} / pyro"]
-                cells.append(f"{row['gflop_per_step']:.2f} ({row['gflops']:.0f}; x{ceiling:.2f})")
+                own = at_roofline.get(f"{key}/{k} / pyro")
+                cells.append(f"{row['gflop_per_step']:.2f} ({row['gflops']:.0f}; x{ceiling:.2f}"
+                             + (f", x{own:.2f}" if own else "") + ")")
             rows.append(f"| tfstructvae, {label} | {cells[0]} | {cells[1]} |")
         rows += ["", f"The ceiling: the ratio to Pyro if the package's products ran at this machine's best rate, "
-                     f"{work['peak_gflops']:.0f} GFLOP/s (an n x n x n product), and nothing else took time."]
+                     f"{work['peak_gflops']:.0f} GFLOP/s (an n x n x n product), and nothing else took time"
+                     + ("; the second, if the step took only the time its own products take alone at their shapes "
+                        "(XLA-compiled, as `throughput.py`'s roofline)" if at_roofline else "") + "."]
     rounds = ours.get("rounds", 1)
     text = "\n".join(rows) + (f"\n\n`{result['command']}` ({ours['threads']} threads each, one side at a time"
                               + (f"; each figure the median of {rounds} rounds, the sides alternating" if rounds > 1 else "")

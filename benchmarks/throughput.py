@@ -127,14 +127,19 @@ def step_shapes(model, batch: int, estimator: str) -> list[tuple[int, int, int]]
     return dense_shapes(model, batch - tail, estimator) + dense_shapes(model, tail, "plugin")
 
 
-def step_seconds(cfg, batch, steps, warmup, labelled_tail: str = "auto", kind: str = "preset") -> tuple[float, object]:
+def step_seconds(cfg, batch, steps, warmup, labelled_tail: str = "auto", kind: str = "preset",
+                 optimizer=None) -> tuple[float, object]:
     """One fixed minibatch laid out as the preset's pipeline lays it out: in `share` mode the last
     round(share * B) examples labelled, declared to the model as a labelled tail as training does
     (`auto`: when they are the whole minibatch), `always` or `never`; in `rate` mode about a tenth
     of the examples labelled at random places. `kind`: "unlabelled" or "labelled" for a minibatch
     that is all one (in `rate` mode the step tells them apart, as in training; else a labelled
-    one is declared as the labelled tail, as training does when every minibatch is labelled)."""
+    one is declared as the labelled tail, as training does when every minibatch is labelled).
+    `optimizer`: a Keras optimizer in place of the package's Adam (benchmarks/step_costs.py)."""
     model = compile_model(build_model(cfg, (28, 28, 1)), cfg, steps_per_epoch=1000)
+    if optimizer is not None:
+        model.compile(optimizer=optimizer, jit_compile=model.jit_compile)
+        model.optimizer.build(model.trainable_variables)
     rng = np.random.default_rng(0)
     x = tf.constant(rng.uniform(size=(batch, 28, 28, 1)), tf.float32)
     tail = labelled_rows(cfg, batch)

@@ -88,15 +88,17 @@ def test_a_teacher_from_another_split_or_a_bad_threshold_is_refused(tmp_path, mn
         prepare_training(cfg.override(**{"data.teacher": (str(tmp_path / "missing"),)}))
 
 
-def test_the_cli_takes_one_teacher_or_several():
+def test_the_cli_takes_one_teacher_or_several_and_records_where_they_are(tmp_path, monkeypatch):
     import argparse
     from tfstructvae.cli import _add_train_args, config_from_args
     p = argparse.ArgumentParser()
     _add_train_args(p)
     args = p.parse_args(["--output-dir", "x", "--teacher", "runs/a", "--teacher", "runs/b",
                          "--set", "data.teacher_threshold=0.95"])
+    monkeypatch.chdir(tmp_path)
     cfg = config_from_args(args)
-    assert cfg.data.teacher == ("runs/a", "runs/b") and cfg.data.teacher_threshold == 0.95
+    assert cfg.data.teacher == (str(tmp_path / "runs/a"), str(tmp_path / "runs/b"))
+    assert cfg.data.teacher_threshold == 0.95
 
 
 def test_paper_table_trains_each_draws_teacher_first(tmp_path, mnist_dir):

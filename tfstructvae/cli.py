@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -83,7 +84,8 @@ def config_from_args(args):
         "train.jit_compile": False if args.no_xla else None,
         "train.distribute": args.distribute,
         "data.verify_checksum": False if args.skip_checksum else None,
-        "data.teacher": tuple(args.teacher) if args.teacher else None,
+        # absolute, so that a resume or a student's config read from another directory finds them
+        "data.teacher": tuple(os.path.abspath(t) for t in args.teacher) if args.teacher else None,
         "train.progress_metrics": tuple(args.metrics.split(",")) if args.metrics else None,
     }
     changes.update(parse_overrides(args.set))
