@@ -46,16 +46,23 @@ def test_distribution_shapes():
 def test_pixel_bernoulli_log_density_and_gradient_equal_tfps_for_grey_and_binary_pixels():
     from tfstructvae.families.bernoulli import LogitBernoulli
     rng = np.random.default_rng(0)
-    logits = tf.constant(rng.normal(scale=8.0, size=(6, 50)).astype("float32"))
+    # logits as enumeration decodes them, (K, B, D) against the images' (B, D); large |l| too
+    logits = tf.constant(rng.normal(scale=8.0, size=(3, 6, 50)).astype("float32"))
     for x in (rng.uniform(size=(6, 50)), rng.uniform(size=(6, 50)) < 0.5):
         x = tf.constant(x, tf.float32)
         with tf.GradientTape(persistent=True) as tape:
-            tape.watch(logits)
+            tape.watch([logits, x])
             ours = LogitBernoulli(logits=logits, dtype=tf.float32).log_prob(x)
             tfps = objectives.tfd.Bernoulli(logits=logits, dtype=tf.float32).log_prob(x)
+            weighted = [tf.reduce_sum(v * tf.range(1.0, 51.0) / 50.0) for v in (ours, tfps)]
+        assert ours.shape == (3, 6, 50)
         np.testing.assert_allclose(ours.numpy(), tfps.numpy(), rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(tape.gradient(ours, logits).numpy(), tape.gradient(tfps, logits).numpy(),
-                                   atol=1e-6)                                        # x - sigmoid(l)
+        for wrt in (logits, x):   # d/dl = x - sigmoid(l); d/dx = l, summed over the K decodings
+            np.testing.assert_allclose(tape.gradient(weighted[0], wrt).numpy(), tape.gradient(weighted[1], wrt).numpy(),
+                                       rtol=1e-5, atol=1e-5)
+        sigmoid = 1.0 / (1.0 + np.exp(-logits.numpy()))
+        np.testing.assert_allclose(tape.gradient(weighted[0], logits).numpy(),
+                                   (x.numpy() - sigmoid) * np.arange(1, 51) / 50.0, atol=1e-6)
 
 
 def test_normal_kl_matches_closed_form():

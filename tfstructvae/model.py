@@ -541,19 +541,22 @@ class StructuredVAE(keras.Model):
         self.labelled_batch_nodes = pinned
         self._labelled_batch_estimators = self._build_estimators(observed=pinned) if pinned else None
 
-    def training_terms(self, x, labels):
-        """`objective_terms` in training, the labelled tail (`set_labelled_tail`) computed apart,
-        a minibatch labelled throughout (`set_labelled_batches`) without enumerating its labels."""
+    def _labelled_batch_test(self, labels):
+        """A boolean tensor, true when this training minibatch is labelled throughout in the
+        nodes `set_labelled_batches` declared; None when the step need not tell."""
+        if (self.labelled_tail or self._labelled_batch_estimators is None
+                or tf.distribute.get_strategy().num_replicas_in_sync > 1):
+            return None
+        given = self._label_dict(labels)
+        return tf.reduce_all([tf.reduce_all(tf.cast(given[n], tf.int32) >= 0) for n in self.labelled_batch_nodes])
+
+    def training_terms(self, x, labels, estimators=None):
+        """`objective_terms` in training, the labelled tail (`set_labelled_tail`) computed apart.
+        `estimators`: a minibatch labelled throughout (`set_labelled_batches`, `train_step`)."""
         batch, tail = x.shape[0], self.labelled_tail
         several = tf.distribute.get_strategy().num_replicas_in_sync > 1
-        if not tail and self._labelled_batch_estimators is not None and not several:
-            given = self._label_dict(labels)
-            labelled = tf.reduce_all([tf.reduce_all(tf.cast(given[n], tf.int32) >= 0)
-                                      for n in self.labelled_batch_nodes])
-            return tf.cond(labelled,
-                           lambda: self.objective_terms(x, labels, training=True,
-                                                        estimators=self._labelled_batch_estimators),
-                           lambda: self.objective_terms(x, labels, training=True))
+        if estimators is not None:
+            return self.objective_terms(x, labels, training=True, estimators=estimators)
         if not tail or batch is None or tail > batch or several:
             return self.objective_terms(x, labels, training=True)
         head = batch - tail
@@ -769,9 +772,28 @@ class StructuredVAE(keras.Model):
 
     def train_step(self, data):
         x, labels = data
+        branch = self._labelled_batch_test(labels)
+        if branch is None:
+            terms, loss_per_example, grads = self._loss_and_gradients(x, labels)
+        else:
+            # Each branch takes its own gradient, so the cond passes on the gradients alone. A cond
+            # around the loss only would hand the backward pass every intermediate of both branches
+            # (the untaken one's as zeros: the K-fold decoder's activations on a labelled minibatch).
+            terms, loss_per_example, grads = tf.cond(
+                branch,
+                lambda: self._loss_and_gradients(x, labels, self._labelled_batch_estimators, zeros=True),
+                lambda: self._loss_and_gradients(x, labels, zeros=True))
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        logs = self._update_trackers(terms, loss_per_example, labels)
+        return _reducible({_training_name(k): v for k, v in logs.items()})
+
+    def _loss_and_gradients(self, x, labels, estimators=None, zeros=False):
+        """The step's per-example terms, its per-example loss, and the loss's gradient with
+        respect to every trainable variable: None for one the loss does not read, or with `zeros`
+        a zero (tf.cond's branches must return the same structure)."""
         cfg = self.objective_config
         with tf.GradientTape() as tape:
-            terms = self.training_terms(x, labels)
+            terms = self.training_terms(x, labels, estimators)
             beta = objectives.linear_ramp(self.optimizer.iterations, cfg.kl_warmup_steps)
             augment_ramp = objectives.linear_ramp(self.optimizer.iterations, cfg.augment_warmup_steps)
             loss_per_example = objectives.per_example_loss(
@@ -781,10 +803,9 @@ class StructuredVAE(keras.Model):
             global_batch = tf.cast(tf.shape(x)[0], tf.float32) * \
                 tf.distribute.get_strategy().num_replicas_in_sync
             loss = tf.reduce_sum(loss_per_example) / global_batch
-        grads = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
-        logs = self._update_trackers(terms, loss_per_example, labels)
-        return _reducible({_training_name(k): v for k, v in logs.items()})
+        unconnected = tf.UnconnectedGradients.ZERO if zeros else tf.UnconnectedGradients.NONE
+        grads = tape.gradient(loss, self.trainable_variables, unconnected_gradients=unconnected)
+        return terms, loss_per_example, grads
 
     def test_step(self, data):
         """Held-out metrics: the unlabelled bound on log p(x) and the accuracy of q(y|x) against the labels."""
