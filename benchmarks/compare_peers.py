@@ -224,7 +224,9 @@ def main(argv=None) -> int:
               "pyro": sides["pyro"], "package": sides["package"],
               "ratios_examples_per_sec": ratios(sides["package"], sides["pyro"]),
               "matmul_work": matmul_work(sides["package"], sides["pyro"])}
+    from machine import describe
     from tfstructvae.rundir import write_json_atomic
+    result["machine"] = describe()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     write_json_atomic(args.out, result)
     work = result["matmul_work"]

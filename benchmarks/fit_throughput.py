@@ -38,6 +38,7 @@ import keras  # noqa: E402
 
 from throughput import step_seconds, time_calls  # noqa: E402
 from tfstructvae.config import get_preset, parse_overrides  # noqa: E402
+from machine import describe  # noqa: E402
 from tfstructvae.rundir import write_json_atomic  # noqa: E402
 from tfstructvae.train import train_and_evaluate  # noqa: E402
 
@@ -137,7 +138,7 @@ def main(argv=None) -> int:
                   f"(without validation {row['fit_ms_without_validation']:7.2f})  loop {row['loop_ms']:7.2f}  "
                   f"bare loop {row['bare_loop_ms']:7.2f}  pipeline {row['pipeline_ms']:5.2f}  "
                   f"step alone {row['step_ms']:7.2f}  fit/step {row['fit_over_step']:.2f}", flush=True)
-            write_json_atomic(args.out, {"runs": rows, "command": " ".join(
+            write_json_atomic(args.out, {"runs": rows, "machine": describe(), "command": " ".join(
                 ["python", "benchmarks/fit_throughput.py", *(argv or sys.argv[1:])])})
     return 0
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 
@@ -29,6 +28,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from machine import describe  # noqa: E402
 from throughput import roofline_call, step_seconds, step_shapes, time_calls  # noqa: E402
 from tfstructvae.config import get_preset, parse_overrides  # noqa: E402
 from tfstructvae.rundir import write_json_atomic  # noqa: E402
@@ -100,19 +100,9 @@ def main(argv=None) -> int:
         "preset": args.preset, "estimator": args.estimator, "kind": args.kind, "xla": not args.no_xla,
         "batch_size": args.batch_size, "overrides": args.set, "rows": rows,
         "matmul_gflop_per_step": 6 * sum(m * i * o for m, i, o in shapes) / 1e9,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": _processor(),
-                    "tensorflow": tf.__version__},
+        "machine": describe(),
         "command": " ".join(["python", "benchmarks/step_costs.py", *(argv or sys.argv[1:])])})
     return 0
-
-
-def _processor() -> str:
-    """The CPU's model name (speed tables from different machines differ by up to 2x)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        return platform.processor()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -31,6 +30,7 @@ import tensorflow as tf  # noqa: E402
 
 from tfstructvae.config import get_preset, parse_overrides  # noqa: E402
 from tfstructvae.rundir import write_json_atomic  # noqa: E402
+from machine import describe  # noqa: E402
 from tfstructvae.train import build_model, compile_model  # noqa: E402
 
 
@@ -317,8 +317,7 @@ def main(argv=None) -> int:
         out["growth"] = growth(args)
         if args.png:
             plot_growth(out["growth"], args.png)
-    out |= {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                        "python": sys.version.split()[0], "tensorflow": tf.__version__},
+    out |= {"machine": describe(),
             "command": " ".join(["python", "benchmarks/throughput.py", *(argv or sys.argv[1:])])}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     write_json_atomic(args.out, out)

@@ -47,6 +47,7 @@ def main(argv=None) -> int:
     from tfstructvae import get_preset
     from tfstructvae.callbacks import FasterStep
     from tfstructvae.config import parse_overrides
+    from machine import describe
     from tfstructvae.rundir import write_json_atomic
     from tfstructvae.train import prepare_training, weight_average_callbacks
 
@@ -58,6 +59,7 @@ def main(argv=None) -> int:
     if cfg.data.validation_size < 1:
         p.error("--validation-size must be >= 1: the error is measured on held-out training images")
     run = prepare_training(cfg)
+    machine = describe()
     command = " ".join(["python", "benchmarks/time_to_error.py", *(argv or sys.argv[1:])])
     curve, reached = [], {}
 
@@ -89,7 +91,7 @@ def main(argv=None) -> int:
     def result():
         out = {"preset": args.preset, "overrides": args.set, "config": run.cfg.to_dict(), "every": args.every,
                "thresholds": thresholds, "time_to": {str(t): reached.get(str(t)) for t in thresholds},
-               "xla": bool(run.model.jit_compile), "curve": curve, "command": command}
+               "xla": bool(run.model.jit_compile), "curve": curve, "machine": machine, "command": command}
         if args.to_the_end and curve:
             out["stays_below"] = {str(t): stays_below(curve, t) for t in thresholds}
             out["final_validation_error"] = curve[-1]["validation_error"]

@@ -57,6 +57,8 @@ def test_throughput_writes_roofline_fields(tmp_path):
         assert r["roofline_fraction"] > 0
         assert abs(r["roofline_fraction"] - r["examples_per_sec"] / r["roofline_examples_per_sec"]) < 1e-9
         assert r["labelled_tail"] == 0                                    # mnist-paper: rate mode
+    machine = json.load(open(out))["machine"]
+    assert machine["cpus"] == os.cpu_count() and isinstance(machine["isa"], list) and machine["tensorflow"]
 
 
 def test_throughput_counts_the_labelled_tail_once():
@@ -388,6 +390,7 @@ def test_compare_peers_times_pyro_and_the_package_on_the_same_model(tmp_path, mn
     own = work["ceiling_ratio_at_roofline"]["enumerate_no_xla/unlabelled / pyro"]
     assert own == result["pyro"]["timing"]["unlabelled"]["step_ms"] / row["roofline_ms"]
     assert 0 < own <= ceiling * 2
+    assert result["machine"]["cpus"] == os.cpu_count()
 
 
 def test_throughput_growth_curves_trace_each_step_once(tmp_path):
@@ -416,6 +419,7 @@ def test_time_to_error_records_the_first_crossing_of_each_threshold(tmp_path, mn
     seconds = [c["train_seconds"] for c in result["curve"]]
     assert all(0 < a < b for a, b in zip(seconds, seconds[1:]))
     assert "0%: not reached" in stdout
+    assert result["machine"]["cpus"] == os.cpu_count()
 
 
 def test_time_to_error_to_the_end_says_when_the_error_stays_below(tmp_path, mnist_dir):
@@ -556,3 +560,15 @@ def test_step_costs_times_the_step_against_itself_with_parts_taken_away(tmp_path
     # the enumerated step's products at hidden 16: encoders on 100 rows, the decoder on 10 x 100
     assert result["matmul_gflop_per_step"] > 0 and result["estimator"] == "enumerate"
     assert "of the step" in stdout
+    assert result["machine"]["cpus"] == os.cpu_count()
+
+
+def test_machine_names_the_cpu_and_the_instruction_sets_that_decide_the_products(tmp_path):
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from machine import cpu_info
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nmodel name\t: Some CPU @ 2.0GHz\nflags\t\t: fpu avx2 fma avx512f amx_bf16 amx_tile\n\n"
+                    "processor\t: 1\nmodel name\t: Some CPU @ 2.0GHz\nflags\t\t: fpu avx2 fma avx512f amx_bf16 amx_tile\n")
+    assert cpu_info(str(fake)) == ("Some CPU @ 2.0GHz", ["avx2", "fma", "avx512f", "amx_bf16", "amx_tile"])
+    fake.write_text("processor\t: 0\nmodel name\t: Old CPU\nflags\t\t: fpu sse4_2 avx\n")
+    assert cpu_info(str(fake)) == ("Old CPU", [])
