@@ -83,7 +83,7 @@ def package_side(args) -> dict:
                 self.start, self.steps = time.perf_counter(), 0
 
             def on_train_batch_end(self, batch, logs=None):
-                self.steps += 1
+                self.steps += self.model.steps_per_execution
                 if time.perf_counter() - self.start >= args.seconds:
                     self.model.stop_training = True
 

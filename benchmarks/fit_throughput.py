@@ -122,9 +122,9 @@ def main(argv=None) -> int:
             clock = StepClock()
             with tempfile.TemporaryDirectory() as run_dir:
                 train_and_evaluate(cfg, os.path.join(run_dir, "run"), verbose=0, callbacks=[clock])
-            step_rounds.append(time_calls(stepper.timed_step, args.step_repeats, 3))
+            step_rounds.append(time_calls(stepper.timed_step, args.step_repeats, 3) / stepper.steps_per_execution)
             bare, pipeline = bare_loop_and_pipeline_seconds(cfg, args.epochs)
-            step_rounds.append(time_calls(stepper.timed_step, args.step_repeats, 3))
+            step_rounds.append(time_calls(stepper.timed_step, args.step_repeats, 3) / stepper.steps_per_execution)
             step = statistics.median(step_rounds)
             row = {"preset": args.preset, "estimator": estimator, "xla": xla, "batch_size": cfg.data.batch_size,
                    "loop_ms": 1e3 * clock.loop_seconds(), "fit_ms": 1e3 * clock.fit_seconds_per_step(),

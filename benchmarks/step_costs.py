@@ -70,11 +70,11 @@ def main(argv=None) -> int:
     base = get_preset(args.preset).override(**{
         **parse_overrides(args.set), "objective.estimator": args.estimator,
         "train.jit_compile": not args.no_xla, "data.batch_size": args.batch_size})
-    variants = {}
+    variants, steps_per_call = {}, {}
 
     def add(name, cfg, **kw):
         _, model = step_seconds(cfg, args.batch_size, 1, 3, kind=args.kind, **kw)
-        variants[name] = model.timed_step
+        variants[name], steps_per_call[name] = model.timed_step, model.steps_per_execution
         return model
 
     model = add("as configured", base)
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     rounds = {name: [] for name in variants}
     for _ in range(args.rounds):
         for name, fn in variants.items():
-            rounds[name].append(time_calls(fn, args.steps, 2))
+            rounds[name].append(time_calls(fn, args.steps, 2) / steps_per_call.get(name, 1))
     rows = []
     step = statistics.median(rounds["as configured"])
     for name, times in rounds.items():

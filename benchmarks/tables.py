@@ -35,6 +35,15 @@ def _load(name: str) -> dict:
         return json.load(f)
 
 
+def measured_on(result: dict) -> str:
+    """"; CPU (instruction sets)" from a result's machine record (benchmarks/machine.py), if it has one."""
+    machine = result.get("machine", {})
+    if not machine.get("processor"):
+        return ""
+    isa = ", ".join(machine.get("isa", []))
+    return f"; {machine['processor']}" + (f" ({isa})" if isa else "")
+
+
 def throughput_table(name: str = "throughput.json") -> str:
     result = _load(name)
     rows = ["| estimator | XLA | examples/s | step | matmul roofline | fraction of roofline |",
@@ -47,7 +56,7 @@ def throughput_table(name: str = "throughput.json") -> str:
     return "\n".join(rows) + (f"\n\n`{result['command']}` (`{first['preset']}` networks, batch "
                               f"{first['batch_size']}, {result['machine']['cpus']} cores"
                               + (f"; each time the median of {rounds} rounds over all rows in turn" if rounds > 1 else "")
-                              + ").\n")
+                              + measured_on(result) + ").\n")
 
 
 def peers_table() -> str:
@@ -90,7 +99,7 @@ def peers_table() -> str:
     rounds = ours.get("rounds", 1)
     text = "\n".join(rows) + (f"\n\n`{result['command']}` ({ours['threads']} threads each, one side at a time"
                               + (f"; each figure the median of {rounds} rounds, the sides alternating" if rounds > 1 else "")
-                              + ").")
+                              + measured_on(result) + ").")
     if "accuracy" in pyro and "accuracy" in ours:
         a, b = ours["accuracy"], pyro["accuracy"]
         text += (f" Test error after {a['train_seconds']:.0f} s of training on MNIST with "

@@ -70,8 +70,8 @@ def main(argv=None) -> int:
             self.trained, self.steps, self.since = 0.0, 0, time.perf_counter()
 
         def on_train_batch_end(self, batch, logs=None):
-            self.steps += 1
-            if self.steps % args.every:
+            before, self.steps = self.steps, self.steps + self.model.steps_per_execution   # steps a call ran
+            if self.steps // args.every == before // args.every:
                 return
             self.trained += time.perf_counter() - self.since
             # evaluate() runs its own callbacks, not fit's: the weight average (train.ema_momentum)

@@ -50,6 +50,7 @@ CLI_CASES = [
     ("rate below 0", ["--supervision-rate", "-0.1"], None, r"supervision_rate must lie in \[0, 1\], got -0.1"),
     ("labelled mode, no labels", ["--labels-per-class", "0"], None, "labels_per_class is 0"),
     ("batch size 0", ["--batch-size", "0"], None, "batch_size must be >= 1, got 0"),
+    ("no steps a call", ["--set", "train.steps_per_execution=0"], None, "steps_per_execution must be >= 1, got 0"),
     ("too many labels", ["--labels-per-class", "9"], None, "labels_per_class=9 but class 0 has only 6"),
     ("bad --set", ["--set", "objective.alpha"], None, "--set expects SECTION.FIELD=VALUE"),
     ("--set, not a number", ["--set", "train.epochs=ten"], None, "train.epochs takes an integer, got 'ten'"),

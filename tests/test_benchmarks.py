@@ -479,6 +479,10 @@ def test_the_readmes_speed_tables_are_generated_from_the_committed_json(tmp_path
     sys.path.insert(0, os.path.join(REPO, "benchmarks"))
     import tables
     assert {"throughput", "peers", "throughput_pyro_shapes", "time_to_error", "fit"} <= set(tables.TABLES)
+    # a table says which machine measured it, when its JSON records one (benchmarks/machine.py)
+    assert tables.measured_on({"machine": {"processor": "Some CPU", "isa": ["avx2", "amx_bf16"]}}) == \
+        "; Some CPU (avx2, amx_bf16)"
+    assert tables.measured_on({"machine": {"cpus": 2, "platform": "Linux"}}) == ""
     stdout = run("tables.py", "--check")                 # the README as committed
     assert "match their JSON" in stdout
     throughput = json.load(open(os.path.join(REPO, "benchmarks", "results", "throughput.json")))

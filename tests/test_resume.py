@@ -169,3 +169,30 @@ def test_a_weight_averaged_run_killed_mid_epoch_resumes_exactly(reference_run, t
     assert comparable(run_dir) == comparable(whole)
     b = weights(run_dir)
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_several_steps_per_call_train_the_same_run(reference_run, tmp_path, mnist_dir):
+    # train.steps_per_execution=10 runs ten steps per call of the compiled function: the same steps
+    # on the same minibatches as one a call, checkpoints where the steps passed a multiple of
+    # EVERY; killed and resumed, it still ends where the uninterrupted run of one step a call does
+    run_dir = str(tmp_path / "ten")
+    cmd = train_cmd(run_dir, mnist_dir, "--set", "train.steps_per_execution=10")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_then(proc, run_dir, STEPS + EVERY, signal.SIGKILL)
+    killed_at = checkpoint_step(run_dir)
+    assert killed_at % EVERY == 0 and killed_at % 10 == 0
+    result = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "steps run per call instead" not in result.stdout
+    assert checkpoint_step(run_dir) == EPOCHS * STEPS
+    assert json.load(open(os.path.join(run_dir, "config.json")))["train"]["steps_per_execution"] == 10
+    a, b = weights(run_dir), weights(reference_run)
+    assert a.keys() == b.keys() and all(np.allclose(a[k], b[k], rtol=1e-5, atol=1e-6) for k in a)
+    assert abs(comparable(run_dir)["test_error"] - comparable(reference_run)["test_error"]) < 1e-3
+
+
+def test_steps_per_execution_falls_back_to_a_divisor_of_the_epoch():
+    from tfstructvae.config import Config, TrainConfig
+    from tfstructvae.train import steps_per_execution
+    for wanted, steps, used in ((5, 150, 5), (7, 150, 6), (64, 150, 50), (1, 150, 1), (10, 4, 4), (4, 7, 1)):
+        assert steps_per_execution(Config(train=TrainConfig(steps_per_execution=wanted)), steps) == used

@@ -77,6 +77,7 @@ def test_mirrored_strategy_on_two_logical_cpus(estimator):
     assert line.startswith("replicas 2 loss")
     losses = [float(v) for v in line.split("loss [")[1].split("]")[0].split(",")]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert "steps per call 1" in result.stdout                 # train.steps_per_execution=5 falls back to 1
 
 
 def test_non_finite_term_stops_training_and_names_it():

@@ -172,7 +172,7 @@ class FasterStep(keras.callbacks.Callback):
             return
         if logs:   # the step's outputs are ready once one is read (on a GPU the call returns first)
             float(next(iter(logs.values())))
-        elapsed = self.clock() - self._start
+        elapsed = (self.clock() - self._start) / self.model.steps_per_execution   # a call runs that many steps
         if self._step >= 2 * self.warmup:
             self._times[bool(self.model.jit_compile)].append(elapsed)
         self._step += 1

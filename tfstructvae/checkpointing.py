@@ -73,9 +73,10 @@ class CheckpointEvery(keras.callbacks.Callback):
         self.manager.save(checkpoint_number=step)
 
     def on_train_batch_end(self, batch, logs=None):
-        # counted here rather than read from the optimizer: a read per step waits for the device
-        self._step += 1
-        if self.interrupted or self._step % self.every_steps == 0:
+        # counted here rather than read from the optimizer: a read per step waits for the device.
+        # A call runs `steps_per_execution` steps: save when they passed a multiple of every_steps.
+        before, self._step = self._step, self._step + self.model.steps_per_execution
+        if self.interrupted or self._step // self.every_steps > before // self.every_steps:
             self._save(logs)
         if self.interrupted:
             self.model.stop_training = True

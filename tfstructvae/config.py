@@ -347,6 +347,14 @@ class TrainConfig:
     distribute: str = "none"
     steps_per_epoch: int | None = None   # default: one pass over the training pool
     checkpoint_every_steps: int | None = None   # default: at every epoch's end only
+    # Training steps run by one call of the compiled train function (Keras's `steps_per_execution`):
+    # > 1 spares the Python call, the executor's dispatch and the read-back of the logged figures on
+    # all but one step in N: with 10, 1.1-1.2 ms of a 7 ms step at Pyro's sizes on this CPU, 2 of
+    # 25 ms enumerated (docs/results.md, "Session 31"). Callbacks then see every Nth step. Keras
+    # runs whole calls, so it must divide the epoch's steps: where it does not, the largest number
+    # below it that does is used, and training says so. One step a call under a strategy with
+    # several replicas (Keras's loop of steps fails there).
+    steps_per_execution: int = 1
     deterministic: bool = False   # tf.config.experimental.enable_op_determinism()
     # > 0: Adam keeps an exponential moving average of the weights with this momentum (Polyak
     # averaging; e.g. 0.999); validation reads it during training and the trained model is it.
@@ -387,7 +395,7 @@ class TrainConfig:
         for name in ("clip_value", "global_clip_norm"):
             if not getattr(self, name) >= 0.0:
                 raise ConfigError(f"{name} must be >= 0 (0 = no clipping), got {getattr(self, name)}")
-        for name in ("steps_per_epoch", "checkpoint_every_steps"):
+        for name in ("steps_per_epoch", "checkpoint_every_steps", "steps_per_execution"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 

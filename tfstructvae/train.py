@@ -98,6 +98,16 @@ def weight_average_callbacks(cfg: Config, at_epoch_end: bool = False) -> list:
     return [keras.callbacks.SwapEMAWeights(swap_on_epoch=at_epoch_end)] if cfg.train.ema_momentum else []
 
 
+def steps_per_execution(cfg: Config, steps_per_epoch: int) -> int:
+    """train.steps_per_execution, or the largest number below it that divides the epoch's steps:
+    Keras runs whole executions, so one that does not divide them would run past the epoch's end
+    (and a resumed epoch's remainder, a multiple of it, would not line up)."""
+    wanted = cfg.train.steps_per_execution
+    if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+        return 1        # Keras's loop of steps inside one call fails under MirroredStrategy here
+    return max(n for n in range(1, min(wanted, steps_per_epoch) + 1) if steps_per_epoch % n == 0)
+
+
 def compile_model(model: StructuredVAE, cfg: Config, steps_per_epoch: int) -> StructuredVAE:
     """Compile for training under the current tf.distribute strategy (call it in its scope).
     `model.xla_refusal` says why XLA is off when the strategy's devices cannot compile the step."""
@@ -112,7 +122,7 @@ def compile_model(model: StructuredVAE, cfg: Config, steps_per_epoch: int) -> St
                                  clipvalue=cfg.train.clip_value or None,
                                  global_clipnorm=cfg.train.global_clip_norm or None,
                                  use_ema=ema > 0, ema_momentum=ema or 0.99, ema_ramp=cfg.train.ema_ramp),
-                  jit_compile=jit)
+                  jit_compile=jit, steps_per_execution=steps_per_execution(cfg, steps_per_epoch))
     # Create the optimizer's slots now: variables created inside the first trace make
     # tf.function trace the step a second time.
     model.optimizer.build(model.trainable_variables)
@@ -341,6 +351,11 @@ def train_and_evaluate(cfg: Config, run_dir: str, overwrite: bool = False, resum
     model, steps, validation, split = run.model, run.steps, run.validation, run.split
     if model.xla_refusal:
         print(model.xla_refusal, flush=True)
+    if model.steps_per_execution != cfg.train.steps_per_execution and verbose != 0:
+        why = ("one under a strategy with several replicas" if strategy.num_replicas_in_sync > 1
+               else f"the largest number that divides the epoch's {steps} steps")
+        print(f"train.steps_per_execution={cfg.train.steps_per_execution}: {model.steps_per_execution} steps "
+              f"run per call instead ({why})", flush=True)
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     start_step = restore_latest(model, ckpt_dir) if resume else 0
     save_dir = ckpt_dir if chief else tempfile.mkdtemp(prefix="tfstructvae-worker-checkpoints-")

@@ -12,7 +12,7 @@ from tfstructvae.config import Config, DataConfig, ModelConfig, ObjectiveConfig,
 from tfstructvae.data import training_pipeline
 from tfstructvae.train import build_model, compile_model
 cfg = Config(data=DataConfig(batch_size=32, supervision_rate=0.5), model=ModelConfig(hidden_units=(32,)),
-             objective=ObjectiveConfig(estimator=sys.argv[1]), train=TrainConfig(jit_compile=False))
+             objective=ObjectiveConfig(estimator=sys.argv[1]), train=TrainConfig(jit_compile=False, steps_per_execution=5))
 rng = np.random.default_rng(0)
 ds, _ = training_pipeline(rng.integers(0, 255, (200, 28, 28, 1), dtype=np.uint8),
                           rng.integers(0, 255, (50, 28, 28, 1), dtype=np.uint8), np.arange(50) % 10, cfg.data)
@@ -20,4 +20,5 @@ strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 with strategy.scope():
     model = compile_model(build_model(cfg, (28, 28, 1)), cfg, 5)
 h = model.fit(ds, epochs=2, steps_per_epoch=5, verbose=0)
+print("steps per call", model.steps_per_execution)    # 5 asked: Keras's loop of steps fails under the strategy
 print("replicas", strategy.num_replicas_in_sync, "loss", h.history["loss"], "acc", h.history["labelled_accuracy"])
