@@ -55,7 +55,7 @@ def package_side(args) -> dict:
     from tfstructvae.callbacks import FasterStep
     from tfstructvae.train import evaluate_model, prepare_training
 
-    base = get_preset("mnist-paper").override(**MODEL)
+    base = get_preset("mnist-paper").override(**MODEL, **{"train.steps_per_execution": args.steps_per_execution})
     timing = {}
     for estimator in args.estimators.split(","):
         for xla in {"both": (True, False), "on": (True,), "off": (False,)}[args.xla]:
@@ -70,7 +70,8 @@ def package_side(args) -> dict:
                     "step_ms": 1e3 * seconds, "examples_per_sec": 100 / seconds,
                     "roofline_ms": 1e3 * roofline, "matmul_shapes": [list(s) for s in shapes]}
                 print(f"package {estimator:9s} xla={xla!s:5s} {kind:10s} {100 / seconds:8.0f} ex/s", flush=True)
-    result = {"peer": "tfstructvae", "threads": args.threads, "timing": timing, "peak_gflops": peak_gflops()}
+    result = {"peer": "tfstructvae", "threads": args.threads, "timing": timing, "peak_gflops": peak_gflops(),
+              "steps_per_execution": args.steps_per_execution}
     if args.seconds:
         # `--xla on` / `off` fix the training's step too; `both` leaves train.jit_compile as the preset has it
         fixed = {"on": {"train.jit_compile": True}, "off": {"train.jit_compile": False}}.get(args.xla, {})
@@ -181,6 +182,8 @@ def main(argv=None) -> int:
     p.add_argument("--xla", choices=("both", "on", "off"), default="both",
                    help="time the package's step with XLA, without, or both (default; the --seconds training "
                         "then chooses as `tfstructvae train` does); on / off also fix the training's step")
+    p.add_argument("--steps-per-execution", type=int, default=1,
+                   help="the package's train.steps_per_execution: steps per call of its compiled step (default 1)")
     p.add_argument("--rounds", type=int, default=3,
                    help="time each side this many times, one process at a time, alternating; the medians count")
     p.add_argument("--side", choices=("both", "package"), default="both", help=argparse.SUPPRESS)
@@ -211,7 +214,8 @@ def main(argv=None) -> int:
                               os.path.join(tmp, "pyro.json"), *flags]),
                     ("package", [sys.executable, os.path.abspath(__file__), "--side", "package", "--side-out",
                                  os.path.join(tmp, "package.json"), "--out", args.out, *flags,
-                                 "--estimators", args.estimators, "--xla", args.xla])):
+                                 "--estimators", args.estimators, "--xla", args.xla,
+                                 "--steps-per-execution", str(args.steps_per_execution)])):
                 began = time.perf_counter()
                 done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=7200)
                 if done.returncode:

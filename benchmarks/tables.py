@@ -99,6 +99,8 @@ def peers_table() -> str:
     rounds = ours.get("rounds", 1)
     text = "\n".join(rows) + (f"\n\n`{result['command']}` ({ours['threads']} threads each, one side at a time"
                               + (f"; each figure the median of {rounds} rounds, the sides alternating" if rounds > 1 else "")
+                              + (f"; the package at {ours['steps_per_execution']} steps a call (train.steps_per_execution)"
+                                 if ours.get("steps_per_execution", 1) > 1 else "")
                               + measured_on(result) + ").")
     if "accuracy" in pyro and "accuracy" in ours:
         a, b = ours["accuracy"], pyro["accuracy"]

@@ -354,8 +354,9 @@ class Done:
 def test_compare_peers_times_pyro_and_the_package_on_the_same_model(tmp_path, mnist_dir):
     out = tmp_path / "peers.json"
     stdout = run("compare_peers.py", "--out", str(out), "--steps", "2", "--warmup", "1", "--seconds", "3",
-                 "--data-dir", mnist_dir, "--rounds", "2", "--xla", "off")
+                 "--data-dir", mnist_dir, "--rounds", "2", "--xla", "off", "--steps-per-execution", "2")
     result = json.load(open(out))
+    assert result["package"]["steps_per_execution"] == 2                 # two steps a call, each step timed
     for side in ("pyro", "package"):        # each figure the median of its rounds, the sides alternating
         for row in result[side]["timing"].values():
             assert len(row["rounds_step_ms"]) == 2 and row["step_ms"] == sum(row["rounds_step_ms"]) / 2
