@@ -71,11 +71,11 @@ class StepClock(keras.callbacks.Callback):
 
     def loop_seconds(self) -> float:
         gaps = [b - a for epoch in self.starts[1:] for a, b in zip(epoch, epoch[1:])]
-        return statistics.median(gaps)
+        return statistics.median(gaps) / self.model.steps_per_execution     # a call runs that many steps
 
     def fit_seconds_per_step(self, validation: bool = True) -> float:
         spans = [s - (0 if validation else v) for s, v in zip(self.epoch_spans[1:], self.validation[1:])]
-        return sum(spans) / sum(len(e) for e in self.starts[1:])
+        return sum(spans) / (sum(len(e) for e in self.starts[1:]) * self.model.steps_per_execution)
 
 
 def bare_loop_and_pipeline_seconds(cfg, epochs: int) -> tuple[float, float]:

@@ -284,11 +284,14 @@ def test_yaleb_benchmark_reports_identity_and_lighting(tmp_path):
     assert 0 <= r["identity_swap_accuracy"] <= 1 and r["lighting_swap_r2"] <= 1 and r["control_faces"] == 10
 
 
-def test_fit_throughput_compares_the_whole_fit_with_the_step(tmp_path, mnist_dir):
+@pytest.mark.parametrize("steps_a_call", [1, 3])
+def test_fit_throughput_compares_the_whole_fit_with_the_step(tmp_path, mnist_dir, steps_a_call):
+    # every figure is per step, also where a call of the compiled function runs three
     out = tmp_path / "fit.json"
     stdout = run("fit_throughput.py", "--data-dir", mnist_dir, "--out", str(out), "--estimators", "plugin",
                  "--steps", "6", "--epochs", "2", "--step-repeats", "3", "--preset", "mnist-paper",
-                 "--set", "model.hidden_units=[16]", "--set", "data.validation_size=100")
+                 "--set", "model.hidden_units=[16]", "--set", "data.validation_size=100",
+                 "--set", f"train.steps_per_execution={steps_a_call}")
     rows = json.load(open(out))["runs"]
     assert [r["xla"] for r in rows] == [True, False]
     for r in rows:
