@@ -36,9 +36,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 
-from throughput import step_seconds, time_calls  # noqa: E402
-from tfstructvae.config import get_preset, parse_overrides  # noqa: E402
 from machine import describe  # noqa: E402
+from throughput import step_seconds  # noqa: E402
+from tfstructvae.config import get_preset, parse_overrides  # noqa: E402
 from tfstructvae.rundir import write_json_atomic  # noqa: E402
 from tfstructvae.train import train_and_evaluate  # noqa: E402
 
@@ -122,9 +122,9 @@ def main(argv=None) -> int:
             clock = StepClock()
             with tempfile.TemporaryDirectory() as run_dir:
                 train_and_evaluate(cfg, os.path.join(run_dir, "run"), verbose=0, callbacks=[clock])
-            step_rounds.append(time_calls(stepper.timed_step, args.step_repeats, 3) / stepper.steps_per_execution)
+            step_rounds.append(stepper.seconds_per_step(args.step_repeats, 3))
             bare, pipeline = bare_loop_and_pipeline_seconds(cfg, args.epochs)
-            step_rounds.append(time_calls(stepper.timed_step, args.step_repeats, 3) / stepper.steps_per_execution)
+            step_rounds.append(stepper.seconds_per_step(args.step_repeats, 3))
             step = statistics.median(step_rounds)
             row = {"preset": args.preset, "estimator": estimator, "xla": xla, "batch_size": cfg.data.batch_size,
                    "loop_ms": 1e3 * clock.loop_seconds(), "fit_ms": 1e3 * clock.fit_seconds_per_step(),

@@ -89,8 +89,10 @@ def profile(cfg, batch: int, steps: int, warmup: int, logdir: str) -> dict:
     start = time.perf_counter()
     for _ in range(steps):
         model.timed_step()
-    wall = (time.perf_counter() - start) / steps
+    elapsed = time.perf_counter() - start
     tf.profiler.experimental.stop()
+    steps *= model.steps_per_execution           # a call runs that many steps (train.steps_per_execution)
+    wall = elapsed / steps
     (path,) = set(glob.glob(os.path.join(logdir, "plugins", "profile", "*", "*.xplane.pb"))) - before
     by_type, by_name = op_times(path)
     total = sum(by_type.values())

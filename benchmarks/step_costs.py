@@ -17,6 +17,7 @@ differences between whole steps are what can be measured. Run it on a quiet mach
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -70,11 +71,11 @@ def main(argv=None) -> int:
     base = get_preset(args.preset).override(**{
         **parse_overrides(args.set), "objective.estimator": args.estimator,
         "train.jit_compile": not args.no_xla, "data.batch_size": args.batch_size})
-    variants, steps_per_call = {}, {}
+    variants = {}          # name: (calls, warmup) -> seconds a step
 
     def add(name, cfg, **kw):
         _, model = step_seconds(cfg, args.batch_size, 1, 3, kind=args.kind, **kw)
-        variants[name], steps_per_call[name] = model.timed_step, model.steps_per_execution
+        variants[name] = model.seconds_per_step
         return model
 
     model = add("as configured", base)
@@ -83,12 +84,12 @@ def main(argv=None) -> int:
     add("SGD in place of Adam", base, optimizer=keras.optimizers.SGD(base.train.learning_rate))
     # a minibatch labelled throughout is fed its labels once: plug-in's shapes (compare_peers.py)
     shapes = step_shapes(model, args.batch_size, args.estimator if args.kind != "labelled" else "plugin")
-    variants["products alone, side by side (the roofline)"] = roofline_call(shapes)
-    variants["products alone, one after another"] = chained_roofline_call(shapes)
+    variants["products alone, side by side (the roofline)"] = functools.partial(time_calls, roofline_call(shapes))
+    variants["products alone, one after another"] = functools.partial(time_calls, chained_roofline_call(shapes))
     rounds = {name: [] for name in variants}
     for _ in range(args.rounds):
         for name, fn in variants.items():
-            rounds[name].append(time_calls(fn, args.steps, 2) / steps_per_call.get(name, 1))
+            rounds[name].append(fn(args.steps, 2))
     rows = []
     step = statistics.median(rounds["as configured"])
     for name, times in rounds.items():

@@ -172,10 +172,12 @@ def step_seconds(cfg, batch, steps, warmup, labelled_tail: str = "auto", kind: s
         # force completion: read one scalar back
         (out.get_value() if hasattr(out, "get_value") else out)["loss"].numpy()
 
-    # for benchmarks that run the same step again (profile_step.py); a call runs
-    # `model.steps_per_execution` steps (train.steps_per_execution, 1 unless set)
+    # for benchmarks that run the same step again: `timed_step` is one call, which runs
+    # `model.steps_per_execution` steps (train.steps_per_execution, 1 unless set);
+    # `seconds_per_step(calls, warmup)` times calls and gives seconds per step
     model.timed_step = one_step
-    return time_calls(one_step, steps, warmup) / model.steps_per_execution, model
+    model.seconds_per_step = lambda calls, warmup: time_calls(one_step, calls, warmup) / model.steps_per_execution
+    return model.seconds_per_step(steps, warmup), model
 
 
 def growth(args) -> list[dict]:
@@ -279,7 +281,7 @@ def main(argv=None) -> int:
     # a step and its roofline timed side by side in each round keep the drift out of their ratio.
     for _ in range(args.rounds - 1):
         for b in built:
-            b["step_rounds"].append(time_calls(b["model"].timed_step, args.steps, 2) / b["model"].steps_per_execution)
+            b["step_rounds"].append(b["model"].seconds_per_step(args.steps, 2))
             b["roof_rounds"].append(time_calls(b["roof"], args.steps, 2))
     results = []
     for b in built:
