@@ -104,7 +104,9 @@ def steps_per_execution(cfg: Config, steps_per_epoch: int) -> int:
     (and a resumed epoch's remainder, a multiple of it, would not line up)."""
     wanted = cfg.train.steps_per_execution
     if tf.distribute.get_strategy().num_replicas_in_sync > 1:
-        return 1        # Keras's loop of steps inside one call fails under MirroredStrategy here
+        # Keras 3.15's loop of steps inside one call fails under MirroredStrategy, a one-layer
+        # model too (docs/results.md, "Session 32"): one step a call there.
+        return 1
     return max(n for n in range(1, min(wanted, steps_per_epoch) + 1) if steps_per_epoch % n == 0)
 
 
