@@ -87,20 +87,20 @@ def profile(cfg, batch: int, steps: int, warmup: int, logdir: str) -> dict:
     before = set(glob.glob(os.path.join(logdir, "plugins", "profile", "*", "*.xplane.pb")))
     tf.profiler.experimental.start(logdir, options=options)
     start = time.perf_counter()
-    for _ in range(steps):
+    for _ in range(steps):                        # calls; each runs model.steps_per_execution steps
         model.timed_step()
     elapsed = time.perf_counter() - start
     tf.profiler.experimental.stop()
-    steps *= model.steps_per_execution           # a call runs that many steps (train.steps_per_execution)
-    wall = elapsed / steps
+    ran = steps * model.steps_per_execution       # the steps the profile holds
+    wall = elapsed / ran
     (path,) = set(glob.glob(os.path.join(logdir, "plugins", "profile", "*", "*.xplane.pb"))) - before
     by_type, by_name = op_times(path)
     total = sum(by_type.values())
     return {"xla": bool(cfg.train.jit_compile), "step_ms_timed": 1e3 * seconds, "step_ms_profiled": 1e3 * wall,
-            "op_ms_per_step": 1e3 * total / steps, "trace": path,
-            "by_type": [{"op": k, "ms_per_step": 1e3 * v / steps, "share": v / total}
+            "op_ms_per_step": 1e3 * total / ran, "trace": path,
+            "by_type": [{"op": k, "ms_per_step": 1e3 * v / ran, "share": v / total}
                         for k, v in by_type.most_common(25)],
-            "by_name": [{"op": k, "ms_per_step": 1e3 * v / steps, "share": v / total}
+            "by_name": [{"op": k, "ms_per_step": 1e3 * v / ran, "share": v / total}
                         for k, v in by_name.most_common(25)]}
 
 
